@@ -1,0 +1,9 @@
+"""mmkd: feature distillation for MMDetection / MMEngine.
+
+Importing this package registers its models, losses, connectors and hooks, so a config
+only needs ``custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)``.
+"""
+from .version import __version__
+from . import models  # noqa: F401,E402
+
+__all__ = ['__version__']
