@@ -4,6 +4,6 @@ Importing this package registers its models, losses, connectors and hooks, so a 
 only needs ``custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)``.
 """
 from .version import __version__
-from . import models  # noqa: F401,E402
+from . import datasets, hooks, models, utils  # noqa: F401,E402
 
 __all__ = ['__version__']

@@ -1,1 +1,4 @@
-from . import losses  # noqa: F401
+"""Models: distillers (what runs), recorders (how features are captured), connectors
+(adapters) and losses (the math)."""
+from . import connectors, distillers, losses, recorders  # noqa: F401
+from .distillers import BaseDistiller, DetectionDistiller  # noqa: F401

@@ -3,3 +3,8 @@
 Each file has a functional core on plain tensors and a registered ``nn.Module`` wrapper
 that applies ``loss_weight``. Shapes are stated in every docstring.
 """
+from .feature_mse_loss import FeatureMSELoss, feature_mse_loss  # noqa: F401
+from .kd_loss import KDLoss, kd_loss  # noqa: F401
+from .lsh_loss import LSHLoss, lsh_loss  # noqa: F401
+from .nd_loss import NDLoss, nd_loss  # noqa: F401
+from .amd_loss import AMDLoss, amd_loss  # noqa: F401

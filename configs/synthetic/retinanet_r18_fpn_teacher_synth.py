@@ -1,0 +1,5 @@
+# Teacher: retinanet ResNet-18 (base width 64) + FPN on the generated data, CPU-sized.
+_base_ = [
+    '../_base_/models/retinanet_r18_fpn_synth.py', '../_base_/datasets/synthetic_det_coco.py',
+    '../_base_/schedules/cpu_iters.py', '../_base_/default_runtime.py'
+]

@@ -1,0 +1,2 @@
+# The teacher config on the VOC-format copy of the generated data (VOCDataset, VOCMetric).
+_base_ = ['./retinanet_r18_fpn_teacher_synth.py', '../_base_/datasets/synthetic_det_voc.py']

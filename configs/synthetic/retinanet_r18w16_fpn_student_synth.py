@@ -1,0 +1,22 @@
+# Student: retinanet ResNet-18 at a quarter of the width (base 16) + the same FPN, CPU-sized.
+# Trained for half the teacher's iterations: the same schedule every distilled student uses.
+_base_ = [
+    '../_base_/models/retinanet_r18_fpn_synth.py', '../_base_/datasets/synthetic_det_coco.py',
+    '../_base_/schedules/cpu_iters.py', '../_base_/default_runtime.py'
+]
+model = dict(
+    backbone=dict(base_channels=16), neck=dict(in_channels=[16, 32, 64, 128]))
+
+max_iters = 600
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(
+        type='MultiStepLR',
+        by_epoch=False,
+        begin=0,
+        end=max_iters,
+        milestones=[int(max_iters * 0.75), int(max_iters * 0.9)],
+        gamma=0.1)
+]
+default_hooks = dict(checkpoint=dict(interval=200))

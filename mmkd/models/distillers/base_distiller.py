@@ -1,0 +1,262 @@
+"""What every distiller does, whatever the task: teacher handling, feature capture,
+loss wiring and the training step."""
+import copy
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from mmengine.model import BaseModel
+from mmengine.registry import Registry
+from torch import Tensor
+
+from ..recorders import ModuleOutputRecorder
+from .loss_binding import LossBinding
+from .teacher import (ConfigLike, InputRenormalizer, freeze, load_teacher_checkpoint,
+                      resolve_model_config)
+
+SIDES = ('student', 'teacher')
+
+
+class DistillStep:
+    """Everything one training step produced that a loss input may be fetched from."""
+
+    def __init__(self, inputs: Tensor, data_samples: Optional[List]) -> None:
+        self.inputs = inputs
+        self.data_samples = data_samples
+        self.values: Dict[str, Any] = {}
+
+
+class BaseDistiller(BaseModel):
+    """A student trained with the help of a frozen teacher.
+
+    * ``loss()``: the student's own losses, then the teacher (no grad, eval mode, only as
+      far as the configured losses need), then each distill loss, logged as
+      ``distill.loss_<name>``.
+    * ``predict()`` / ``forward(mode='predict')`` / ``_forward()``: the student alone.
+    * The teacher is kept out of the module tree: it is not in ``parameters()``, the
+      optimizer, DDP or ``state_dict()``. Its weights come from ``teacher_ckpt``, loaded
+      strictly by :meth:`init_weights` (which the runner calls at the start of training,
+      never at test time, so testing a distiller checkpoint needs no teacher).
+
+    Args:
+        student: model config of the student (dict or config path, see
+            :func:`resolve_model_config`).
+        teacher: model config of the teacher (dict, config path, ``mmkd::`` or
+            ``mmdet::`` path).
+        teacher_ckpt (str, optional): the teacher's weights (path or URL).
+        distill_losses (dict): name -> :class:`LossBinding` config.
+        data_preprocessor (dict, optional): defaults to the student's.
+    """
+
+    #: registry the student and teacher are built from (set by task subclasses)
+    task_registry: Registry = None
+
+    def __init__(self,
+                 student: ConfigLike,
+                 teacher: ConfigLike,
+                 teacher_ckpt: Optional[str] = None,
+                 distill_losses: Optional[Dict[str, dict]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        student_cfg = resolve_model_config(student, 'student')
+        teacher_cfg = resolve_model_config(teacher, 'teacher')
+        if data_preprocessor is None:
+            data_preprocessor = copy.deepcopy(student_cfg.get('data_preprocessor'))
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.student = self.task_registry.build(student_cfg)
+        self.teacher = freeze(self.task_registry.build(teacher_cfg))
+        self.teacher_ckpt = teacher_ckpt
+        self.teacher_loaded = False
+        self.teacher_input = InputRenormalizer(data_preprocessor,
+                                               teacher_cfg.get('data_preprocessor'))
+        self._check_compatible()
+
+        if not isinstance(distill_losses, dict) or not distill_losses:
+            raise ValueError('distill_losses must be a non-empty dict of name -> loss '
+                             f'binding config, got {distill_losses!r}')
+        self.distill_losses = nn.ModuleDict({
+            name: LossBinding(name, **cfg) for name, cfg in distill_losses.items()
+        })
+        module_paths: Dict[str, Set[str]] = {side: set() for side in SIDES}
+        for binding in self.distill_losses.values():
+            for source in binding.sources:
+                side_paths = self._register_source(source)
+                for side, paths in side_paths.items():
+                    module_paths[side].update(paths)
+        self.student_recorder = ModuleOutputRecorder(
+            self.student, sorted(module_paths['student']), 'student')
+        self.teacher_recorder = ModuleOutputRecorder(
+            self.teacher, sorted(module_paths['teacher']), 'teacher')
+        self.teacher_paths = module_paths['teacher']
+        self.progress: Optional[Tuple[int, int]] = None
+        self._predict_with_teacher = False
+        self._register_load_state_dict_pre_hook(self._accept_plain_student_checkpoint)
+
+    # ---------------------------------------------------------------- the teacher
+    def __setattr__(self, name: str, value: Any) -> None:
+        # The teacher is a plain attribute, not a submodule (see the class docstring).
+        if name == 'teacher':
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _apply(self, fn: Callable, *args, **kwargs) -> 'BaseDistiller':
+        # .to() / .cuda() / .cpu() / .half() move the teacher along with the student.
+        self.teacher._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True) -> 'BaseDistiller':
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def init_weights(self) -> None:
+        """Initialise the student and connectors, then load the teacher checkpoint."""
+        super().init_weights()
+        self.load_teacher()
+
+    def load_teacher(self) -> None:
+        """Load ``teacher_ckpt`` strictly, then let losses read what they need from the
+        teacher (e.g. LSH's ``sigma`` from the teacher classifier's weight std)."""
+        if self.teacher_ckpt is None:
+            raise ValueError(
+                'teacher_ckpt is not set: distilling from a randomly initialised teacher '
+                'would silently train a worse student. Set model.teacher_ckpt to the '
+                "teacher's checkpoint (e.g. --cfg-options model.teacher_ckpt=PATH).")
+        meta = load_teacher_checkpoint(self.teacher, self.teacher_ckpt)
+        freeze(self.teacher)
+        self.teacher_loaded = True
+        for binding in self.distill_losses.values():
+            if hasattr(binding.loss, 'init_from_teacher'):
+                binding.loss.init_from_teacher(self.teacher)
+        print_log(f'mmkd: teacher loaded from {self.teacher_ckpt}'
+                  + (f" (trained {meta.get('epoch', '?')} epochs / "
+                     f"{meta.get('iter', '?')} iters)" if meta else ''), logger='current')
+
+    @contextmanager
+    def predicting_with_teacher(self) -> Iterator[None]:
+        """Make ``predict()`` run the teacher (used to evaluate it before training)."""
+        self._predict_with_teacher = True
+        try:
+            yield
+        finally:
+            self._predict_with_teacher = False
+
+    # ---------------------------------------------------------------- checkpoints
+    def _accept_plain_student_checkpoint(self, state_dict: dict, prefix: str,
+                                         *args) -> None:
+        """Let a plain student checkpoint (``load_from`` a detector/classifier trained
+        alone) initialise the student: its keys get the ``student.`` prefix."""
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if not keys or any(k.startswith(prefix + 'student.') for k in keys):
+            return
+        student_keys = set(self.student.state_dict())
+        if not any(k[len(prefix):] in student_keys for k in keys):
+            return
+        for key in keys:
+            state_dict[prefix + 'student.' + key[len(prefix):]] = state_dict.pop(key)
+        print_log('mmkd: loading a plain student checkpoint into the distiller\'s student',
+                  logger='current')
+
+    # ---------------------------------------------------------------- sources
+    def _virtual_sources(self) -> Dict[str, Callable[[DistillStep], Any]]:
+        """Sources that are not module outputs, name -> resolver (task subclasses add
+        their own, e.g. ``'teacher.roi.embedding'``)."""
+        return {'data_samples': lambda step: step.data_samples}
+
+    def _virtual_source_paths(self, source: str) -> Dict[str, Set[str]]:
+        """Module paths a virtual source needs recorded, per side."""
+        return {}
+
+    def _register_source(self, source: str) -> Dict[str, Set[str]]:
+        """Validate ``source`` at build time; return the module paths to record."""
+        if source in self._virtual_sources():
+            return self._virtual_source_paths(source)
+        side, _, path = source.partition('.')
+        if side not in SIDES or not path:
+            raise ValueError(
+                f'unknown source {source!r}: use "student.<module path>", '
+                f'"teacher.<module path>" or one of {sorted(self._virtual_sources())}')
+        return {side: {path}}
+
+    def _fetch(self, step: DistillStep, source: str) -> Any:
+        if source not in step.values:
+            virtual = self._virtual_sources()
+            if source in virtual:
+                step.values[source] = virtual[source](step)
+            else:
+                side, _, path = source.partition('.')
+                recorder = self.student_recorder if side == 'student' else \
+                    self.teacher_recorder
+                step.values[source] = recorder.get(path)
+        return step.values[source]
+
+    # ---------------------------------------------------------------- training
+    def set_progress(self, iteration: int, epoch: int) -> None:
+        """Called by :class:`~mmkd.hooks.DistillScheduleHook` before each iteration."""
+        self.progress = (iteration, epoch)
+
+    def _loss_factors(self) -> Dict[str, float]:
+        factors = {}
+        for name, binding in self.distill_losses.items():
+            if binding.schedule.is_constant:
+                factors[name] = 1.0
+            elif self.progress is None:
+                raise RuntimeError(
+                    f'distill loss {name!r} has a schedule ({binding.schedule}) but no '
+                    "progress was set; add custom_hooks=[dict(type='DistillScheduleHook')] "
+                    'to the config.')
+            else:
+                factors[name] = binding.schedule.factor(*self.progress)
+        return factors
+
+    def _student_loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
+        """The student's own losses; module outputs are recorded meanwhile."""
+        with self.student_recorder.recording():
+            return self.student.loss(inputs, data_samples)
+
+    def _run_teacher(self, step: DistillStep) -> None:
+        """Run the teacher as far as the losses need (called under no_grad)."""
+        raise NotImplementedError
+
+    def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
+        if not self.teacher_loaded:
+            raise RuntimeError(
+                'the teacher weights are not loaded: call model.init_weights() (the '
+                'runner does this when training starts) before computing losses.')
+        factors = self._loss_factors()
+        step = DistillStep(inputs, data_samples)
+        losses = self._student_loss(inputs, data_samples)
+        with torch.no_grad(), self.teacher_recorder.recording():
+            self._run_teacher(step)
+        fetch = lambda source: self._fetch(step, source)  # noqa: E731
+        for name, binding in self.distill_losses.items():
+            losses[f'distill.loss_{name}'] = binding(fetch, factors[name])
+        return losses
+
+    # ---------------------------------------------------------------- inference
+    def predict(self, inputs: Tensor, data_samples: Optional[List] = None) -> List:
+        if self._predict_with_teacher:
+            return self.teacher.predict(self.teacher_input(inputs), data_samples)
+        return self.student.predict(inputs, data_samples)
+
+    def _forward(self, inputs: Tensor, data_samples: Optional[List] = None) -> Any:
+        return self.student._forward(inputs, data_samples)
+
+    def forward(self,
+                inputs: Tensor,
+                data_samples: Optional[List] = None,
+                mode: str = 'tensor') -> Union[Dict[str, Tensor], List, Any]:
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self._forward(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}". Only supports loss, predict and tensor '
+                           'mode')
+
+    def _check_compatible(self) -> None:
+        """Task-specific build-time checks of student vs teacher (class counts...)."""

@@ -1,0 +1,138 @@
+"""Distillation between two MMDetection detectors (Faster R-CNN, RetinaNet, ...)."""
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+import torch
+from mmdet.registry import MODELS as MMDET_MODELS
+from torch import Tensor
+
+from ..recorders import RoIHeadRecorder, RoIOutputs
+from .base_distiller import BaseDistiller, DistillStep
+
+ROI_FIELDS = ('embedding', 'cls_score', 'bbox_pred')
+DENSE_FIELDS = ('cls_score', 'bbox_pred')
+
+
+def batch_valid_mask(data_samples: List, inputs: Tensor) -> Tensor:
+    """``[B, 1, H, W]`` float mask of the batch input: 1 on each image's real pixels
+    (its ``img_shape``), 0 on the zero padding the data preprocessor added."""
+    mask = inputs.new_zeros((inputs.size(0), 1) + tuple(inputs.shape[-2:]))
+    for i, sample in enumerate(data_samples):
+        h, w = sample.metainfo['img_shape'][:2]
+        mask[i, :, :h, :w] = 1
+    return mask
+
+
+def detector_num_classes(detector) -> Optional[int]:
+    for owner in (getattr(detector, 'roi_head', None), detector):
+        head = getattr(owner, 'bbox_head', None)
+        if head is not None and hasattr(head, 'num_classes'):
+            return head.num_classes
+    return None
+
+
+@MMDET_MODELS.register_module()
+class DetectionDistiller(BaseDistiller):
+    """Distills a teacher detector into a student detector.
+
+    Sources a loss input may name, besides ``'student.<module path>'`` /
+    ``'teacher.<module path>'`` (e.g. ``'student.neck'``: the FPN levels as a tuple;
+    ``'teacher.bbox_head.cls_convs.3'``: RetinaNet's cls tower, one tensor per level):
+
+    ==============================  =========================================================
+    ``data_samples``                the batch's ``DetDataSample`` list (gt boxes, shapes)
+    ``valid_mask``                  ``[B, 1, H, W]`` 1 on real pixels, 0 on batch padding
+    ``roi.rois``                    ``[R, 5]`` the student's sampled RoIs
+    ``roi.labels``                  ``[R]`` their assigned labels (background = num_classes)
+    ``{side}.roi.embedding``        ``[R, D]`` classifier input of the RoI head (fc7)
+    ``{side}.roi.cls_score``        ``[R, num_classes + 1]`` RoI logits
+    ``{side}.roi.bbox_pred``        ``[R, 4 · num_classes]`` RoI box deltas
+    ``{side}.roi_forward``          callable ``(feats, rois) -> RoIOutputs`` of that side's
+                                    RoI head (teacher: frozen weights, grad to inputs)
+    ``{side}.dense.cls_score``      tuple of ``[B, A · C, H_l, W_l]`` dense-head logits
+    ``{side}.dense.bbox_pred``      tuple of ``[B, A · 4, H_l, W_l]`` dense-head deltas
+    ``{side}.dense_forward``        callable ``feats -> (cls_scores, bbox_preds)``
+    ==============================  =========================================================
+
+    The ``roi.*`` sources are computed on the **student's sampled RoIs** on both sides:
+    the teacher's RoI extractor and box head run on the teacher's FPN features with the
+    student's RoIs. The teacher runs ``extract_feat`` always, its dense head only if a
+    source needs it, its RoI head only for ``roi.*`` / ``roi_head.*`` sources — never its
+    RPN, assigners, samplers or losses.
+    """
+
+    task_registry = MMDET_MODELS
+
+    def _check_compatible(self) -> None:
+        n_s, n_t = detector_num_classes(self.student), detector_num_classes(self.teacher)
+        if n_s is not None and n_t is not None and n_s != n_t:
+            raise ValueError(
+                f'student predicts {n_s} classes but the teacher {n_t}: distillation needs '
+                'both trained on the same classes; fix num_classes in one of the configs.')
+
+    # ---------------------------------------------------------------- sources
+    def _virtual_sources(self) -> Dict[str, Callable[[DistillStep], Any]]:
+        sources = super()._virtual_sources()
+        sources['valid_mask'] = lambda step: batch_valid_mask(step.data_samples,
+                                                              step.inputs)
+        sources['roi.rois'] = lambda step: step.student_roi.rois
+        sources['roi.labels'] = lambda step: step.student_roi.labels
+        for field in ROI_FIELDS:
+            sources[f'student.roi.{field}'] = \
+                lambda step, f=field: getattr(step.student_roi, f)
+            sources[f'teacher.roi.{field}'] = \
+                lambda step, f=field: getattr(step.teacher_roi, f)
+        sources['student.roi_forward'] = lambda step: self.student_roi.forward_rois
+        sources['teacher.roi_forward'] = lambda step: self.teacher_roi.forward_rois
+        for i, field in enumerate(DENSE_FIELDS):
+            for side in ('student', 'teacher'):
+                sources[f'{side}.dense.{field}'] = lambda step, s=side, i=i: tuple(
+                    self._recorder(s).get('bbox_head')[i])
+        sources['student.dense_forward'] = lambda step: self.student.bbox_head
+        sources['teacher.dense_forward'] = lambda step: self.teacher.bbox_head
+        return sources
+
+    def _recorder(self, side: str):
+        return self.student_recorder if side == 'student' else self.teacher_recorder
+
+    def _virtual_source_paths(self, source: str) -> Dict[str, Set[str]]:
+        if source.startswith('roi.') or '.roi.' in source or source.endswith('roi_forward'):
+            self._ensure_roi_recorders()
+        elif '.dense.' in source or source.endswith('dense_forward'):
+            for side, model in (('student', self.student), ('teacher', self.teacher)):
+                if not hasattr(model, 'bbox_head'):
+                    raise ValueError(f'source {source!r} needs a dense head (`bbox_head`), '
+                                     f'which the {side} ({type(model).__name__}) lacks.')
+            if '.dense.' in source:
+                return {'student': {'bbox_head'}, 'teacher': {'bbox_head'}}
+        return {}
+
+    def _ensure_roi_recorders(self) -> None:
+        if getattr(self, 'student_roi', None) is None:
+            self.student_roi = RoIHeadRecorder(self.student, 'student')
+            self.teacher_roi = RoIHeadRecorder(self.teacher, 'teacher')
+
+    @property
+    def _uses_roi(self) -> bool:
+        return getattr(self, 'student_roi', None) is not None
+
+    # ---------------------------------------------------------------- training
+    def _student_loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
+        if not self._uses_roi:
+            return super()._student_loss(inputs, data_samples)
+        with self.student_roi.recording():
+            return super()._student_loss(inputs, data_samples)
+
+    def _run_teacher(self, step: DistillStep) -> None:
+        feats = self.teacher.extract_feat(self.teacher_input(step.inputs))
+        step.teacher_feats = feats
+        if any(p == 'bbox_head' or p.startswith('bbox_head.') for p in self.teacher_paths):
+            self.teacher.bbox_head(feats)
+        if self._uses_roi or any(p.startswith('roi_head.') for p in self.teacher_paths):
+            self._ensure_roi_recorders()
+            step.student_roi = self.student_roi.sampled
+            if step.student_roi is None:
+                raise RuntimeError('the student RoI head produced no sampled RoIs this step')
+            step.teacher_roi = self.teacher_roi.forward_rois(feats, step.student_roi.rois)
+
+
+__all__ = ['DetectionDistiller', 'batch_valid_mask', 'RoIOutputs']

@@ -1,0 +1,8 @@
+"""Recorders: how features are captured from the student and the teacher."""
+from .module_recorder import ModuleOutputRecorder, get_submodule
+from .roi_recorder import RoIHeadRecorder, RoIOutputs, sampled_roi_labels
+
+__all__ = [
+    'ModuleOutputRecorder', 'get_submodule', 'RoIHeadRecorder', 'RoIOutputs',
+    'sampled_roi_labels'
+]
