@@ -131,9 +131,9 @@ class BaseDistiller(BaseModel):
         for binding in self.distill_losses.values():
             if hasattr(binding.loss, 'init_from_teacher'):
                 binding.loss.init_from_teacher(self.teacher)
+        trained = ', '.join(f'{k} {meta[k]}' for k in ('epoch', 'iter') if k in meta)
         print_log(f'mmkd: teacher loaded from {self.teacher_ckpt}'
-                  + (f" (trained {meta.get('epoch', '?')} epochs / "
-                     f"{meta.get('iter', '?')} iters)" if meta else ''), logger='current')
+                  + (f' (trained to {trained})' if trained else ''), logger='current')
 
     @contextmanager
     def predicting_with_teacher(self) -> Iterator[None]:

@@ -1,0 +1,418 @@
+"""Turn a full-size config (COCO / VOC, R50 / R101, URL weights) into one that trains for
+a couple of iterations on the generated tiny dataset, on CPU, without downloads.
+
+Used by the test-suite to check that every shipped config still builds and runs. The
+functions here never touch the config file: they edit a loaded :class:`Config` in place
+and return it.
+
+The pieces are kept separate so that other tasks can reuse them:
+
+* :func:`inline_model_configs` / :func:`strip_pretrained`: model-side, task-agnostic
+  (resolve ``student`` / ``teacher`` config paths, drop every ``Pretrained`` / URL init);
+* :func:`tiny_detection_data`: detection dataloaders and evaluators -> tiny dataset;
+* :func:`tiny_runtime`: loop, hooks, logging, work dir;
+* :func:`tiny_run_config`: all of the above for a detection config;
+* :func:`write_random_checkpoint` / :class:`RandomCheckpointCache`: a random-init
+  checkpoint for a (teacher) model config, so that ``teacher_ckpt`` loads strictly.
+"""
+import copy
+import hashlib
+import importlib
+import json
+import os
+import os.path as osp
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+#: weight sources that would need a download (or a cluster file system)
+URL_PREFIXES = ('http://', 'https://', 'torchvision://', 'open-mmlab://', 'openmmlab://',
+                'modelzoo://', 'mmcls://', 'mmpretrain://', 'mmdet://', 'pavi://', 's3://')
+#: dataset wrappers replaced by (the first of) the dataset(s) they wrap
+UNWRAPPED_DATASETS = ('RepeatDataset', 'ConcatDataset', 'ClassBalancedDataset')
+#: transform keys holding an image scale, a list of scales or a scale range
+SCALE_KEYS = ('scale', 'scales', 'img_scale')
+
+#: the generated dataset's layout (see :func:`mmkd.datasets.generate_detection_dataset`)
+COCO_ANN = {'train': 'annotations/instances_train.json',
+            'val': 'annotations/instances_val.json'}
+COCO_IMG_PREFIX = 'VOCdevkit/SYNTH/JPEGImages/'
+VOC_ROOT = 'VOCdevkit/'
+VOC_SUBDIR = 'SYNTH/'
+VOC_SETS = {'train': 'SYNTH/ImageSets/Main/trainval.txt',
+            'val': 'SYNTH/ImageSets/Main/test.txt'}
+
+
+# ------------------------------------------------------------------------ model side
+def _is_weight_init(init: Any) -> bool:
+    """Whether an ``init_cfg`` entry loads weights (``Pretrained`` or any checkpoint)."""
+    return isinstance(init, dict) and (
+        str(init.get('type', '')).startswith('Pretrained') or 'checkpoint' in init)
+
+
+def strip_pretrained(cfg: Any) -> int:
+    """Remove, in place and recursively, every weight-loading initialisation:
+    ``init_cfg=dict(type='Pretrained', ...)`` (also inside ``init_cfg`` lists) and
+    ``pretrained='<path or URL>'``. Other initialisers (Kaiming, Normal...) stay.
+
+    Returns:
+        int: how many were removed.
+    """
+    removed = 0
+    if isinstance(cfg, dict):
+        for key in list(cfg.keys()):
+            value = cfg[key]
+            if key == 'init_cfg' and _is_weight_init(value):
+                del cfg[key]
+                removed += 1
+            elif key == 'init_cfg' and isinstance(value, (list, tuple)) and \
+                    any(_is_weight_init(v) for v in value):
+                kept = [v for v in value if not _is_weight_init(v)]
+                removed += len(value) - len(kept)
+                cfg[key] = kept or None
+            elif key == 'pretrained' and isinstance(value, str):
+                cfg[key] = None
+                removed += 1
+            else:
+                removed += strip_pretrained(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            removed += strip_pretrained(value)
+    return removed
+
+
+def find_urls(cfg: Any) -> list:
+    """Every string value of ``cfg`` that names a remote weight source (for tests)."""
+    found = []
+    if isinstance(cfg, dict):
+        for value in cfg.values():
+            found += find_urls(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            found += find_urls(value)
+    elif isinstance(cfg, str) and cfg.startswith(URL_PREFIXES):
+        found.append(cfg)
+    return found
+
+
+def inline_model_configs(model: dict, keys: Sequence[str] = ('student', 'teacher')) -> dict:
+    """Replace ``model[key]`` given as a config path (``mmdet::...``, ``mmkd::...`` or a
+    file) by the model dict it names, for each of ``keys`` present."""
+    from mmkd.models.distillers.teacher import resolve_model_config
+    for key in keys:
+        if isinstance(model.get(key), str):
+            model[key] = resolve_model_config(model[key], key)
+    return model
+
+
+def set_num_classes(cfg: Any, num_classes: int) -> int:
+    """Set every integer ``num_classes`` of ``cfg`` (recursively, in place)."""
+    changed = 0
+    if isinstance(cfg, dict):
+        for key in list(cfg.keys()):
+            if key == 'num_classes' and isinstance(cfg[key], int):
+                cfg[key] = num_classes
+                changed += 1
+            else:
+                changed += set_num_classes(cfg[key], num_classes)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            changed += set_num_classes(value, num_classes)
+    return changed
+
+
+# ------------------------------------------------------------------------ data side
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and \
+        all(isinstance(v, (int, float)) for v in value)
+
+
+def _small_scale(value: Any, img_scale: Tuple[int, int]) -> Any:
+    if _is_pair(value):
+        return tuple(img_scale)
+    if isinstance(value, (list, tuple)) and value and all(_is_pair(v) for v in value):
+        return [tuple(img_scale) for _ in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return max(img_scale)
+    return value
+
+
+def shrink_scales(cfg: Any, img_scale: Tuple[int, int]) -> None:
+    """In place: every image scale of every transform (``Resize``/``RandomResize``
+    ``scale``, ``RandomChoiceResize`` ``scales``, ``Mosaic``/``MixUp`` ``img_scale``,
+    ``Pad`` ``size``, inside ``TestTimeAug`` / ``RandomChoice`` too) -> ``img_scale``;
+    multi-scale lists keep their length."""
+    if isinstance(cfg, dict):
+        is_transform = 'type' in cfg
+        for key in list(cfg.keys()):
+            if is_transform and (key in SCALE_KEYS or
+                                 (key == 'size' and 'Pad' in str(cfg['type']))):
+                cfg[key] = _small_scale(cfg[key], img_scale)
+            else:
+                shrink_scales(cfg[key], img_scale)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            shrink_scales(value, img_scale)
+
+
+def _leaf_dataset(dataset: dict) -> dict:
+    """The dataset config under Repeat/Concat/ClassBalanced wrappers (first of a
+    concatenation); other wrappers (e.g. ``MultiImageMixDataset``) are kept."""
+    while dataset.get('type') in UNWRAPPED_DATASETS:
+        dataset = dataset['datasets'][0] if 'datasets' in dataset else dataset['dataset']
+    if 'dataset' in dataset and isinstance(dataset['dataset'], dict):
+        dataset = copy.deepcopy(dataset)
+        dataset['dataset'] = _leaf_dataset(dataset['dataset'])
+    return dataset
+
+
+def detect_format(dataset: dict) -> str:
+    """``'voc'`` for XML-style datasets (``VOCDataset``, ``.txt`` image sets), else
+    ``'coco'``."""
+    leaf = _leaf_dataset(dataset)
+    while 'dataset' in leaf and isinstance(leaf['dataset'], dict):
+        leaf = leaf['dataset']
+    dtype = str(leaf.get('type', ''))
+    if 'VOC' in dtype or 'XML' in dtype or str(leaf.get('ann_file', '')).endswith('.txt'):
+        return 'voc'
+    return 'coco'
+
+
+def _point_leaf(leaf: dict, data_root: str, split: str, fmt: str, metainfo: dict) -> dict:
+    leaf = copy.deepcopy(leaf)
+    if fmt == 'coco':
+        if 'Coco' not in str(leaf.get('type', '')):
+            leaf['type'] = 'CocoDataset'
+        for key in ('img_subdir', 'ann_subdir'):
+            leaf.pop(key, None)
+        leaf.update(data_root=data_root, ann_file=COCO_ANN[split],
+                    data_prefix=dict(img=COCO_IMG_PREFIX))
+    elif fmt == 'voc':
+        leaf['type'] = 'VOCDataset'
+        leaf.update(data_root=osp.join(data_root, VOC_ROOT), ann_file=VOC_SETS[split],
+                    data_prefix=dict(sub_data_root=VOC_SUBDIR), img_subdir='JPEGImages',
+                    ann_subdir='Annotations')
+    else:
+        raise ValueError(f"fmt must be 'coco' or 'voc', got {fmt!r}")
+    leaf['metainfo'] = copy.deepcopy(metainfo)
+    leaf['test_mode'] = split != 'train'
+    filter_cfg = leaf.get('filter_cfg')
+    if isinstance(filter_cfg, dict):
+        for key in ('min_size', 'bbox_min_size'):
+            if key in filter_cfg:
+                filter_cfg[key] = 1
+    return leaf
+
+
+def _point_dataset(dataset: dict, data_root: str, split: str, fmt: str,
+                   metainfo: dict) -> dict:
+    dataset = _leaf_dataset(dataset)
+    if 'dataset' in dataset and isinstance(dataset['dataset'], dict):  # kept wrapper
+        dataset['dataset'] = _point_dataset(dataset['dataset'], data_root, split, fmt,
+                                            metainfo)
+        return dataset
+    return _point_leaf(dataset, data_root, split, fmt, metainfo)
+
+
+def _point_evaluator(evaluator: Any, data_root: str) -> Any:
+    if isinstance(evaluator, (list, tuple)):
+        return [_point_evaluator(e, data_root) for e in evaluator]
+    if isinstance(evaluator, dict) and 'ann_file' in evaluator:
+        evaluator = copy.deepcopy(evaluator)
+        evaluator['ann_file'] = osp.join(data_root, COCO_ANN['val'])
+    return evaluator
+
+
+def _tiny_loader(loader: dict, data_root: str, split: str, fmt: str, metainfo: dict,
+                 img_scale: Tuple[int, int], batch_size: int) -> dict:
+    loader = copy.deepcopy(loader)
+    loader['dataset'] = _point_dataset(loader['dataset'], data_root, split, fmt, metainfo)
+    shrink_scales(loader['dataset'], img_scale)
+    loader.update(batch_size=batch_size, num_workers=0, persistent_workers=False)
+    loader.pop('prefetch_factor', None)
+    return loader
+
+
+def tiny_detection_data(cfg: Config,
+                        data_root: str,
+                        fmt: Optional[str] = None,
+                        img_scale: Tuple[int, int] = (128, 128),
+                        batch_size: int = 2,
+                        metainfo: Optional[dict] = None) -> Config:
+    """Point the train/val/test dataloaders (and COCO evaluators' ``ann_file``) of a
+    detection config at the generated dataset under ``data_root``, in place.
+
+    Args:
+        fmt: ``'coco'`` or ``'voc'``; by default the format of the config's own train
+            dataset (:func:`detect_format`), so COCO configs read the COCO json and VOC
+            configs the VOC XML of the same images.
+        img_scale: replaces every resize scale of the pipelines (:func:`shrink_scales`).
+        metainfo: defaults to :func:`mmkd.datasets.detection_metainfo`.
+    """
+    from mmkd.datasets import detection_metainfo
+    metainfo = dict(metainfo or detection_metainfo())
+    data_root = osp.abspath(data_root)
+    fmt = fmt or detect_format(cfg.train_dataloader.dataset)
+    splits = (('train_dataloader', 'train'), ('val_dataloader', 'val'),
+              ('test_dataloader', 'val'))
+    for key, split in splits:
+        if cfg.get(key) is not None:
+            cfg[key] = _tiny_loader(cfg[key], data_root, split, fmt, metainfo, img_scale,
+                                    batch_size)
+    for key in ('val_evaluator', 'test_evaluator'):
+        if cfg.get(key) is not None:
+            cfg[key] = _point_evaluator(cfg[key], data_root)
+    return cfg
+
+
+# ------------------------------------------------------------------------ runtime
+def tiny_runtime(cfg: Config,
+                 work_dir: str,
+                 max_iters: int = 2,
+                 val: bool = False,
+                 save_checkpoint: bool = False,
+                 seed: int = 0) -> Config:
+    """A short iteration-based run, in place: ``max_iters`` iterations, logging every
+    iteration, no checkpoints (unless ``save_checkpoint``: one, at the end), validation
+    off (``val=False``: ``TeacherEvalHook`` then skips itself) or once at the end."""
+    cfg.work_dir = osp.abspath(work_dir)
+    cfg.experiment_name = osp.basename(cfg.work_dir.rstrip('/')) or 'tiny'
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
+                         val_interval=max_iters)
+    if not val:
+        cfg.val_dataloader = None
+        cfg.val_cfg = None
+        cfg.val_evaluator = None
+    elif cfg.get('val_cfg') is None:
+        cfg.val_cfg = dict(type='ValLoop')
+    hooks = cfg.get('default_hooks') or ConfigDict()
+    if hooks.get('logger') is not None:
+        hooks.logger.interval = 1
+    hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=max_iters) \
+        if save_checkpoint else None
+    cfg.default_hooks = hooks
+    log_processor = dict(cfg.get('log_processor') or dict(type='LogProcessor'))
+    log_processor.update(window_size=1, by_epoch=False)
+    cfg.log_processor = log_processor
+    if isinstance(cfg.get('visualizer'), dict):
+        cfg.visualizer.pop('name', None)  # one visualizer instance per runner
+    optim_wrapper = cfg.get('optim_wrapper')
+    if isinstance(optim_wrapper, dict) and optim_wrapper.get('type') == 'AmpOptimWrapper' \
+            and not torch.cuda.is_available():
+        optim_wrapper.type = 'OptimWrapper'
+        optim_wrapper.pop('loss_scale', None)
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    cfg.load_from = None
+    cfg.resume = False
+    cfg.launcher = 'none'
+    if isinstance(cfg.get('env_cfg'), dict) and cfg.env_cfg.get('dist_cfg') and \
+            not torch.cuda.is_available():
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+    return cfg
+
+
+def tiny_run_config(cfg: Config,
+                    data_root: str,
+                    work_dir: str,
+                    teacher_ckpt: Optional[str] = None,
+                    max_iters: int = 2,
+                    img_scale: Tuple[int, int] = (128, 128),
+                    fmt: Optional[str] = None,
+                    batch_size: int = 2,
+                    num_classes: Union[None, int, str] = None,
+                    val: bool = False,
+                    save_checkpoint: bool = False) -> Config:
+    """A copy of the full-size detection config ``cfg`` that trains ``max_iters``
+    iterations of ``batch_size`` images on the generated dataset at ``data_root``.
+
+    * model: ``student`` / ``teacher`` paths inlined, every ``Pretrained`` / URL init
+      removed (student, teacher, backbones...), ``model.teacher_ckpt = teacher_ckpt``
+      (distillers only; write one with :class:`RandomCheckpointCache`);
+    * data: see :func:`tiny_detection_data` (dataset wrappers unwrapped, scales shrunk);
+    * runtime: see :func:`tiny_runtime`.
+
+    Args:
+        num_classes: ``None`` keeps the heads' class counts (the tiny labels 0..3 are
+            valid for any head; training needs nothing else); ``'dataset'`` (or an int)
+            sets every ``num_classes`` of the model to the dataset's — needed with
+            ``val=True``, as metrics cannot map labels of classes the data lacks.
+    """
+    from mmkd.datasets import detection_metainfo
+    cfg = copy.deepcopy(cfg)
+    model = cfg.model
+    inline_model_configs(model)
+    strip_pretrained(model)
+    if num_classes is not None:
+        if num_classes == 'dataset':
+            num_classes = len(detection_metainfo()['classes'])
+        set_num_classes(model, int(num_classes))
+    if 'teacher' in model:
+        model.teacher_ckpt = teacher_ckpt
+    tiny_detection_data(cfg, data_root, fmt=fmt, img_scale=img_scale,
+                        batch_size=batch_size)
+    tiny_runtime(cfg, work_dir, max_iters=max_iters, val=val,
+                 save_checkpoint=save_checkpoint)
+    return cfg
+
+
+# ------------------------------------------------------------------------ checkpoints
+def build_model(model_cfg: dict, scope: str = 'mmdet') -> torch.nn.Module:
+    """Build ``model_cfg`` from the ``MODELS`` registry of ``scope`` (``'mmdet'``,
+    ``'mmpretrain'``...), without weight-loading inits."""
+    model_cfg = copy.deepcopy(ConfigDict(model_cfg))
+    strip_pretrained(model_cfg)
+    import mmkd  # noqa: F401  (registers the distillers, losses and connectors)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    return registry.build(model_cfg)
+
+
+def write_random_checkpoint(model_cfg: dict, path: str, scope: str = 'mmdet',
+                            seed: int = 0) -> str:
+    """Build ``model_cfg`` (weight-loading inits removed), ``init_weights()`` with a fixed
+    seed and save ``dict(state_dict=..., meta={})`` to ``path``: a checkpoint that
+    loads strictly into that model config, e.g. as a distiller's ``teacher_ckpt``."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = build_model(model_cfg, scope)
+        model.init_weights()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    torch.save(dict(state_dict=model.state_dict(), meta={}), path)
+    return path
+
+
+def config_digest(cfg: Any) -> str:
+    """A short stable hash of a (model) config."""
+    plain = cfg.to_dict() if isinstance(cfg, ConfigDict) else cfg
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+class RandomCheckpointCache:
+    """Random-init checkpoints under ``root``, one per distinct model config (after
+    ``Pretrained`` inits are stripped), written on first request.
+
+    Example::
+
+        cache = RandomCheckpointCache(tmp_dir)
+        cfg = tiny_run_config(Config.fromfile(path), data_root, work_dir)
+        cfg.model.teacher_ckpt = cache.get(cfg.model.teacher)
+    """
+
+    def __init__(self, root: str, scope: str = 'mmdet') -> None:
+        self.root = root
+        self.scope = scope
+        self._paths: Dict[str, str] = {}
+
+    def get(self, model_cfg: Union[dict, str], scope: Optional[str] = None) -> str:
+        from mmkd.models.distillers.teacher import resolve_model_config
+        model_cfg = copy.deepcopy(resolve_model_config(model_cfg))
+        strip_pretrained(model_cfg)
+        key = config_digest(model_cfg)
+        if key not in self._paths:
+            path = osp.join(self.root, f'{model_cfg.get("type", "model")}_{key}.pth')
+            if not osp.isfile(path):
+                write_random_checkpoint(model_cfg, path, scope or self.scope)
+            self._paths[key] = path
+        return self._paths[key]
