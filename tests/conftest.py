@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny generated dataset and CPU-sized configs pointed at it."""
+import os
 import os.path as osp
 
 import pytest
@@ -9,6 +10,8 @@ from mmengine.registry import init_default_scope
 import mmkd  # noqa: F401
 from mmkd.datasets import generate_detection_dataset
 
+# what mmkd's tools do (see mmkd.utils.cli.allow_mmengine_checkpoints), for in-process runs
+os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..'))
 
 

@@ -16,7 +16,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmkd  # noqa: E402,F401
-from mmkd.utils.cli import apply_common_options  # noqa: E402
+from mmkd.utils.cli import allow_mmengine_checkpoints, apply_common_options  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +40,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    allow_mmengine_checkpoints()
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint!r} not found')
     cfg = Config.fromfile(args.config)

@@ -15,7 +15,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmkd  # noqa: E402,F401  (registers mmkd's models, losses and hooks)
-from mmkd.utils.cli import apply_common_options  # noqa: E402
+from mmkd.utils.cli import allow_mmengine_checkpoints, apply_common_options  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,6 +43,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    allow_mmengine_checkpoints()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

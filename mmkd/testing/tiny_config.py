@@ -363,8 +363,12 @@ def build_model(model_cfg: dict, scope: str = 'mmdet') -> torch.nn.Module:
     model_cfg = copy.deepcopy(ConfigDict(model_cfg))
     strip_pretrained(model_cfg)
     import mmkd  # noqa: F401  (registers the distillers, losses and connectors)
+    from mmengine.registry import DefaultScope
     registry = importlib.import_module(f'{scope}.registry').MODELS
-    return registry.build(model_cfg)
+    # the scope also routes nested builds that go through mmengine's root registry
+    # (e.g. BaseModel's data_preprocessor)
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(model_cfg)
 
 
 def write_random_checkpoint(model_cfg: dict, path: str, scope: str = 'mmdet',

@@ -1,4 +1,5 @@
 """Config adjustments shared by mmkd's command-line tools."""
+import os
 import os.path as osp
 from typing import Optional
 
@@ -20,3 +21,17 @@ def apply_common_options(cfg: Config, config_path: str, work_dir: Optional[str] 
     if not torch.cuda.is_available() and cfg.get('env_cfg', {}).get('dist_cfg'):
         cfg.env_cfg.dist_cfg.backend = 'gloo'
     return cfg
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let ``torch.load`` read MMEngine training checkpoints (for ``--resume`` and
+    ``load_from``).
+
+    MMEngine 0.10 loads checkpoints with ``torch.load``'s default, which torch >= 2.6
+    turned to ``weights_only=True``; a training checkpoint also holds the message hub
+    (numpy arrays, ``HistoryBuffer``), which that mode refuses. mmkd's tools therefore
+    set ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (unless the user set it): load only
+    checkpoints you trust, as with any pickle. Exported student checkpoints hold plain
+    tensors and metadata and load with ``weights_only=True``.
+    """
+    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')

@@ -56,7 +56,12 @@ def load_teacher_checkpoint(teacher: nn.Module, checkpoint: str) -> Dict:
         raise FileNotFoundError(
             f'teacher checkpoint {checkpoint!r} not found (cwd {os.getcwd()}); train the '
             'teacher first or fix teacher_ckpt in the config.')
-    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    if is_url:
+        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    else:
+        # A training checkpoint (with MMEngine's message hub) needs the full unpickler;
+        # the file is the one the config names, trusted like any checkpoint.
+        ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f'teacher checkpoint {checkpoint!r} holds no state_dict.')
