@@ -171,3 +171,52 @@ def test_full_size_config_trains_tiny(rel, tiny_data_root, teacher_ckpts, tmp_pa
     assert not optimized & {id(p) for p in model.teacher.parameters()}
     # while the distill losses' own modules (connectors) are trained
     assert {id(p) for p in model.distill_losses.parameters()} <= optimized
+
+
+def test_tiny_run_with_val_and_checkpoint(tiny_data_root, teacher_ckpts, tmp_path):
+    """The harness's optional paths: class counts set to the data's, validation (with the
+    teacher evaluated first by TeacherEvalHook, COCO evaluator re-pointed), and one
+    checkpoint with its student-only export."""
+    rel = 'baselines/fitnet_retinanet_r101-r50_fpn_1x_coco.py'
+    cfg = tiny_run_config(Config.fromfile(osp.join(CONFIG_ROOT, rel)), tiny_data_root,
+                          str(tmp_path / 'work'), max_iters=1, num_classes='dataset',
+                          val=True, save_checkpoint=True)
+    assert cfg.model.student.bbox_head.num_classes == 4
+    assert cfg.model.teacher.bbox_head.num_classes == 4
+    assert cfg.val_evaluator.ann_file.startswith(tiny_data_root)
+    cfg.model.teacher_ckpt = teacher_ckpts.get(cfg.model.teacher)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert osp.isfile(osp.join(cfg.work_dir, 'iter_1.pth'))
+    assert osp.isfile(osp.join(cfg.work_dir, 'iter_1_student.pth'))
+
+
+def test_harness_helpers():
+    from mmengine.config import ConfigDict
+
+    from mmkd.testing import detect_format, shrink_scales
+    model = ConfigDict(
+        backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='torchvision://x')),
+        neck=dict(init_cfg=[dict(type='Xavier', layer='Conv2d'),
+                            dict(type='Pretrained', checkpoint='a.pth', prefix='neck.')]),
+        head=dict(pretrained='open-mmlab://y', init_cfg=dict(type='Normal', std=0.01)))
+    assert strip_pretrained(model) == 3
+    assert 'init_cfg' not in model.backbone
+    assert model.neck.init_cfg == [dict(type='Xavier', layer='Conv2d')]
+    assert model.head.pretrained is None and model.head.init_cfg.type == 'Normal'
+    assert not find_urls(model)
+
+    pipeline = [dict(type='RandomChoiceResize', scales=[(1333, 640), (1333, 800)]),
+                dict(type='RandomResize', scale=[(1333, 480), (1333, 960)]),
+                dict(type='TestTimeAug', transforms=[[dict(type='Resize', scale=(1333, 800))]]),
+                dict(type='Pad', size=(640, 640)), dict(type='RandomFlip', prob=0.5)]
+    shrink_scales(pipeline, (64, 64))
+    assert pipeline[0]['scales'] == [(64, 64), (64, 64)]
+    assert pipeline[1]['scale'] == [(64, 64), (64, 64)]
+    assert pipeline[2]['transforms'][0][0]['scale'] == (64, 64)
+    assert pipeline[3]['size'] == (64, 64) and pipeline[4]['prob'] == 0.5
+
+    voc = dict(type='RepeatDataset', times=3, dataset=dict(
+        type='ConcatDataset', datasets=[dict(type='VOCDataset', ann_file='a.txt')]))
+    assert detect_format(voc) == 'voc'
+    assert detect_format(dict(type='CocoDataset', ann_file='a.json')) == 'coco'

@@ -254,3 +254,26 @@ def test_teacher_stays_frozen_through_a_training_run(ckpts, tiny_det_data, tmp_p
     assert not model.teacher.training
     loss = runner.message_hub.get_scalar('train/distill.loss_fpn_l2').current()
     assert loss > 0 and loss == loss
+
+
+def test_dense_keep_mask_drops_locations_whose_anchors_are_all_ignored(ckpts):
+    from mmdet.structures.bbox import bbox_overlaps
+    model = build(RETINA_STUDENT, RETINA_TEACHER, ckpts['retina'], dict(keep=dict(
+        loss=dict(type='FeatureMSELoss'),
+        inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck'),
+        levels=(0, ))))
+    data = batch(model)
+    samples = data['data_samples']
+    samples[1].gt_instances = samples[1].gt_instances[:0]  # an image without objects
+    model.loss(**data)
+    from mmkd.models.distillers.anchor_masks import anchor_keep_mask
+    head = model.student.bbox_head
+    sizes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    masks = anchor_keep_mask(head, sizes, samples)
+    assert [tuple(m.shape) for m in masks] == [(2, h * w) for h, w in sizes]
+    assert all(m[1].all() for m in masks)  # no gt: nothing is in the ignore band
+    # an independent count on level 0 of image 0: 9 anchors per location
+    anchors = head.prior_generator.grid_priors(sizes, device='cpu')[0]
+    iou = bbox_overlaps(anchors, samples[0].gt_instances.bboxes).max(1).values
+    all_ignored = ((iou >= 0.4) & (iou < 0.5)).view(-1, 9).all(1)
+    assert torch.equal(masks[0][0], ~all_ignored)

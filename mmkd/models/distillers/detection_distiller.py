@@ -6,6 +6,7 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from torch import Tensor
 
 from ..recorders import RoIHeadRecorder, RoIOutputs
+from .anchor_masks import anchor_keep_mask
 from .base_distiller import BaseDistiller, DistillStep
 
 ROI_FIELDS = ('embedding', 'cls_score', 'bbox_pred')
@@ -51,6 +52,8 @@ class DetectionDistiller(BaseDistiller):
     ``{side}.dense.cls_score``      tuple of ``[B, A · C, H_l, W_l]`` dense-head logits
     ``{side}.dense.bbox_pred``      tuple of ``[B, A · 4, H_l, W_l]`` dense-head deltas
     ``{side}.dense_forward``        callable ``feats -> (cls_scores, bbox_preds)``
+    ``dense.keep_mask``             tuple of ``[B, H_l · W_l]`` bool: False where all
+                                    anchors of a location are in the ignore band
     ==============================  =========================================================
 
     The ``roi.*`` sources are computed on the **student's sampled RoIs** on both sides:
@@ -87,6 +90,10 @@ class DetectionDistiller(BaseDistiller):
             for side in ('student', 'teacher'):
                 sources[f'{side}.dense.{field}'] = lambda step, s=side, i=i: tuple(
                     self._recorder(s).get('bbox_head')[i])
+        sources['dense.keep_mask'] = lambda step: anchor_keep_mask(
+            self.student.bbox_head,
+            [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
+            step.data_samples)
         sources['student.dense_forward'] = lambda step: self.student.bbox_head
         sources['teacher.dense_forward'] = lambda step: self.teacher.bbox_head
         return sources
@@ -97,11 +104,13 @@ class DetectionDistiller(BaseDistiller):
     def _virtual_source_paths(self, source: str) -> Dict[str, Set[str]]:
         if source.startswith('roi.') or '.roi.' in source or source.endswith('roi_forward'):
             self._ensure_roi_recorders()
-        elif '.dense.' in source or source.endswith('dense_forward'):
+        elif 'dense.' in source or source.endswith('dense_forward'):
             for side, model in (('student', self.student), ('teacher', self.teacher)):
                 if not hasattr(model, 'bbox_head'):
                     raise ValueError(f'source {source!r} needs a dense head (`bbox_head`), '
                                      f'which the {side} ({type(model).__name__}) lacks.')
+            if source == 'dense.keep_mask':
+                return {'student': {'bbox_head'}}
             if '.dense.' in source:
                 return {'student': {'bbox_head'}, 'teacher': {'bbox_head'}}
         return {}
