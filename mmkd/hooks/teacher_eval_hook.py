@@ -42,10 +42,14 @@ class TeacherEvalHook(Hook):
         runner.logger.info(f'mmkd: teacher evaluated before training: {shown}')
         for key, value in metrics.items():
             runner.message_hub.update_info(f'teacher/{key}', value)
-        if self.min_score is not None and metrics:
-            first_key, first = next(iter(metrics.items()))
-            if first < self.min_score:
-                raise RuntimeError(
-                    f'teacher scores {first_key}={first:.4f}, below min_score='
-                    f'{self.min_score}: is model.teacher_ckpt the right checkpoint for '
-                    'model.teacher (same classes, same dataset)?')
+        # A teacher that detects nothing makes CocoMetric return no metrics at all.
+        first_key, first = next(iter(metrics.items())) if metrics else ('score', 0.0)
+        if not first:
+            runner.logger.warning(
+                f'mmkd: the teacher scores {first_key}={first} before training: was '
+                'model.teacher_ckpt trained with this config and these classes?')
+        if self.min_score is not None and first < self.min_score:
+            raise RuntimeError(
+                f'teacher scores {first_key}={first:.4f}, below min_score='
+                f'{self.min_score}: is model.teacher_ckpt the right checkpoint for '
+                'model.teacher (same classes, same dataset)?')

@@ -1,8 +1,10 @@
 """What every distiller does, whatever the task: teacher handling, feature capture,
 loss wiring and the training step."""
 import copy
+import logging
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple,
+                    Union)
 
 import torch
 import torch.nn as nn
@@ -11,7 +13,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import Registry
 from torch import Tensor
 
-from ..recorders import ModuleOutputRecorder
+from ..recorders import ModuleOutputRecorder, get_submodule
 from .loss_binding import LossBinding
 from .teacher import (ConfigLike, InputRenormalizer, freeze, load_teacher_checkpoint,
                       resolve_model_config)
@@ -33,7 +35,8 @@ class BaseDistiller(BaseModel):
 
     * ``loss()``: the student's own losses, then the teacher (no grad, eval mode, only as
       far as the configured losses need), then each distill loss, logged as
-      ``distill.loss_<name>``.
+      ``distill.loss_<name>`` (a loss returning a dict of named terms also has each
+      term logged, for information only, as ``distill.loss_<name>.<term>``).
     * ``predict()`` / ``forward(mode='predict')`` / ``_forward()``: the student alone.
     * The teacher is kept out of the module tree: it is not in ``parameters()``, the
       optimizer, DDP or ``state_dict()``. Its weights come from ``teacher_ckpt``, loaded
@@ -48,6 +51,10 @@ class BaseDistiller(BaseModel):
         teacher_ckpt (str, optional): the teacher's weights (path or URL).
         distill_losses (dict): name -> :class:`LossBinding` config.
         data_preprocessor (dict, optional): defaults to the student's.
+        inherit (Sequence[str], optional): module paths, e.g. ``('neck', 'rpn_head',
+            'roi_head')``, whose weights the student copies from the teacher's module of
+            the same path right after the teacher checkpoint is loaded at the start of
+            training (FCFD's "inherit" strategy); see :meth:`inherit_from_teacher`.
     """
 
     #: registry the student and teacher are built from (set by task subclasses)
@@ -59,7 +66,8 @@ class BaseDistiller(BaseModel):
                  teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 inherit: Optional[Sequence[str]] = None) -> None:
         student_cfg = resolve_model_config(student, 'student')
         teacher_cfg = resolve_model_config(teacher, 'teacher')
         if data_preprocessor is None:
@@ -72,6 +80,7 @@ class BaseDistiller(BaseModel):
         self.teacher_input = InputRenormalizer(data_preprocessor,
                                                teacher_cfg.get('data_preprocessor'))
         self._check_compatible()
+        self.inherit = self._check_inherit(inherit)
 
         if not isinstance(distill_losses, dict) or not distill_losses:
             raise ValueError('distill_losses must be a non-empty dict of name -> loss '
@@ -113,9 +122,63 @@ class BaseDistiller(BaseModel):
         return self
 
     def init_weights(self) -> None:
-        """Initialise the student and connectors, then load the teacher checkpoint."""
+        """Initialise the student and connectors, then load the teacher checkpoint (and
+        copy the ``inherit`` modules from the teacher into the student).
+
+        The runner calls this when training starts, resumed runs included; a resumed
+        run then loads its checkpoint over everything set here (``load_or_resume`` runs
+        after ``init_weights``), so inheriting only shapes a fresh start."""
         super().init_weights()
         self.load_teacher()
+        if self.inherit:
+            self.inherit_from_teacher()
+
+    def _check_inherit(self, inherit: Optional[Sequence[str]]) -> Tuple[str, ...]:
+        if inherit is None:
+            return ()
+        if isinstance(inherit, str) or not all(isinstance(p, str) and p for p in inherit):
+            raise ValueError(f'inherit must be a list of module paths such as '
+                             f"('neck', 'rpn_head', 'roi_head'), got {inherit!r}")
+        for path in inherit:  # KeyError naming the closest valid paths
+            get_submodule(self.student, path, 'student')
+            get_submodule(self.teacher, path, 'teacher')
+        return tuple(inherit)
+
+    def inherit_from_teacher(self) -> Dict[str, Dict[str, List[str]]]:
+        """Copy the teacher's weights into the student's modules named in ``inherit``.
+
+        Every state-dict entry (parameters and buffers) of ``student.<path>`` whose
+        counterpart in ``teacher.<path>`` has the same shape is copied; entries whose
+        shapes differ, or that only one side has, are skipped and logged.
+
+        Returns:
+            dict: path -> ``dict(copied=[...], mismatched=[...], missing=[...])``.
+        """
+        report = {}
+        for path in self.inherit:
+            student_state = get_submodule(self.student, path, 'student').state_dict()
+            teacher_state = get_submodule(self.teacher, path, 'teacher').state_dict()
+            copied, mismatched = [], []
+            with torch.no_grad():
+                for key, value in student_state.items():
+                    source = teacher_state.get(key)
+                    if source is None:
+                        continue
+                    if source.shape != value.shape:
+                        mismatched.append(f'{key} (student {tuple(value.shape)}, teacher '
+                                          f'{tuple(source.shape)})')
+                        continue
+                    value.copy_(source)  # state_dict() tensors share the parameters' storage
+                    copied.append(key)
+            missing = sorted(set(student_state) ^ set(teacher_state))
+            report[path] = dict(copied=copied, mismatched=mismatched, missing=missing)
+            print_log(f'mmkd: inherit {path!r}: {len(copied)}/{len(student_state)} tensors '
+                      'copied from the teacher', logger='current')
+            skipped = mismatched + [f'{k} (only one side has it)' for k in missing]
+            if skipped:
+                print_log(f'mmkd: inherit {path!r}: skipped {len(skipped)}: '
+                          + '; '.join(skipped), logger='current', level=logging.WARNING)
+        return report
 
     def load_teacher(self) -> None:
         """Load ``teacher_ckpt`` strictly, then let losses read what they need from the
@@ -233,8 +296,81 @@ class BaseDistiller(BaseModel):
             self._run_teacher(step)
         fetch = lambda source: self._fetch(step, source)  # noqa: E731
         for name, binding in self.distill_losses.items():
-            losses[f'distill.loss_{name}'] = binding(fetch, factors[name])
+            total, parts = binding(fetch, factors[name], return_parts=True)
+            losses[f'distill.loss_{name}'] = total
+            for term, value in parts.items():  # detached, log only (see parse_losses)
+                losses[f'distill.loss_{name}.{term}'] = value
         return losses
+
+    def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """MMEngine's ``parse_losses`` (the total is the sum of every ``*loss*`` entry),
+        except that the terms of distill losses, ``distill.loss_<name>.<term>``, are
+        logged but not summed: they are already part of ``distill.loss_<name>``."""
+        prefixes = tuple(f'distill.loss_{name}.' for name in self.distill_losses)
+        terms = {k: v for k, v in losses.items() if k.startswith(prefixes)}
+        loss, log_vars = super().parse_losses(
+            {k: v for k, v in losses.items() if k not in terms})
+        for key, value in terms.items():
+            log_vars[key] = value.detach().mean()
+        return loss, log_vars
+
+    @torch.no_grad()
+    def collect_loss_inputs(self, data_batch: dict,
+                            names: Union[str, Sequence[str]]) -> Dict[str, List[dict]]:
+        """What the named distill losses receive on ``data_batch``, without training.
+
+        Runs one distillation step exactly as :meth:`loss` does — data preprocessor
+        (training mode), the student's loss pass, the teacher, the bindings' sources,
+        levels and connectors — but under ``no_grad``, with the student in eval mode
+        (its BatchNorm statistics are left untouched) and each binding's schedule
+        ignored, and records the keyword arguments every call of each named loss's
+        ``forward`` gets. Used by hooks that initialise a loss from data before training
+        (e.g. :class:`~mmkd.hooks.LSHBiasInitHook`: the teacher-side input of an LSH
+        loss over the training set). The losses themselves are evaluated too (the
+        values are discarded). Global RNG state is consumed (RoI sampling); callers that
+        care fork it.
+
+        Args:
+            data_batch (dict): a batch as the train dataloader yields it
+                (``inputs`` / ``data_samples``, before the data preprocessor).
+            names (str | Sequence[str]): keys of ``distill_losses``.
+
+        Returns:
+            dict: name -> list with one dict ``{forward argument: value}`` per call of
+            that loss (one call; one per level when the binding has ``levels``).
+        """
+        names = [names] if isinstance(names, str) else list(names)
+        unknown = [n for n in names if n not in self.distill_losses]
+        if unknown:
+            raise KeyError(f'collect_loss_inputs: no distill loss named {unknown}; the '
+                           f'distiller has {list(self.distill_losses)}.')
+        if not self.teacher_loaded:
+            raise RuntimeError(
+                'the teacher weights are not loaded: call model.init_weights() (the '
+                'runner does this when training starts) before collecting loss inputs.')
+        captured: Dict[str, List[dict]] = {name: [] for name in names}
+        handles = [
+            self.distill_losses[name].loss.register_forward_pre_hook(
+                lambda module, args, kwargs, n=name: captured[n].append(dict(kwargs)),
+                with_kwargs=True) for name in names
+        ]
+        was_training = self.training
+        self.eval()
+        try:
+            data = self.data_preprocessor(data_batch, True)
+            inputs, data_samples = data['inputs'], data['data_samples']
+            step = DistillStep(inputs, data_samples)
+            self._student_loss(inputs, data_samples)
+            with self.teacher_recorder.recording():
+                self._run_teacher(step)
+            fetch = lambda source: self._fetch(step, source)  # noqa: E731
+            for name in names:
+                self.distill_losses[name](fetch, 1.0)
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.train(was_training)
+        return captured
 
     # ---------------------------------------------------------------- inference
     def predict(self, inputs: Tensor, data_samples: Optional[List] = None) -> List:

@@ -6,6 +6,7 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from torch import Tensor
 
 from ..recorders import RoIHeadRecorder, RoIOutputs
+from .anchor_labels import dense_anchor_labels
 from .anchor_masks import anchor_keep_mask
 from .base_distiller import BaseDistiller, DistillStep
 
@@ -54,6 +55,9 @@ class DetectionDistiller(BaseDistiller):
     ``{side}.dense_forward``        callable ``feats -> (cls_scores, bbox_preds)``
     ``dense.keep_mask``             tuple of ``[B, H_l · W_l]`` bool: False where all
                                     anchors of a location are in the ignore band
+    ``dense.labels``                tuple of ``[B, H_l · W_l · A]`` long: each anchor's
+                                    assigned class by the student head's own assigner
+                                    (``num_classes``: negative / ignored)
     ==============================  =========================================================
 
     The ``roi.*`` sources are computed on the **student's sampled RoIs** on both sides:
@@ -94,6 +98,10 @@ class DetectionDistiller(BaseDistiller):
             self.student.bbox_head,
             [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
             step.data_samples)
+        sources['dense.labels'] = lambda step: dense_anchor_labels(
+            self.student.bbox_head,
+            [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
+            step.data_samples)
         sources['student.dense_forward'] = lambda step: self.student.bbox_head
         sources['teacher.dense_forward'] = lambda step: self.teacher.bbox_head
         return sources
@@ -109,7 +117,7 @@ class DetectionDistiller(BaseDistiller):
                 if not hasattr(model, 'bbox_head'):
                     raise ValueError(f'source {source!r} needs a dense head (`bbox_head`), '
                                      f'which the {side} ({type(model).__name__}) lacks.')
-            if source == 'dense.keep_mask':
+            if source in ('dense.keep_mask', 'dense.labels'):
                 return {'student': {'bbox_head'}}
             if '.dense.' in source:
                 return {'student': {'bbox_head'}, 'teacher': {'bbox_head'}}

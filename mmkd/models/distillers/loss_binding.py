@@ -1,6 +1,6 @@
 """One distillation loss wired to its inputs: sources, levels, connectors, schedule."""
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -43,6 +43,13 @@ class LossBinding(nn.Module):
     once per level and the results are summed with ``level_weights``; other inputs
     (labels, masks, data samples) are passed unchanged to each call. Connectors then
     exist once per level (FPN levels do not share adapters).
+
+    A loss's ``forward`` returns a scalar tensor, or a dict of named scalar terms
+    (e.g. ``dict(app=..., kl_s=...)``) whose **sum** is the loss. The binding returns the
+    sum; with ``return_parts=True`` it also returns the terms (detached, times the
+    schedule factor and level weights, so they add up to the total) for logging: the
+    distiller logs them as ``distill.loss_<name>.<term>`` and keeps them out of the
+    total loss (see :meth:`BaseDistiller.parse_losses`).
     """
 
     def __init__(self,
@@ -107,19 +114,53 @@ class LossBinding(nn.Module):
             return self.connectors[arg][copy](value)
         return value
 
-    def _call(self, values: Dict[str, Any]) -> Tensor:
+    def _call(self, values: Dict[str, Any]) -> Union[Tensor, Dict[str, Tensor]]:
         try:
-            return self.loss(**values)
+            result = self.loss(**values)
         except ValueError as err:
             raise ValueError(f'distill loss {self.name!r}: {err}') from err
+        if isinstance(result, dict):
+            if not result or not all(isinstance(k, str) and k and '.' not in k and
+                                     isinstance(v, Tensor) for k, v in result.items()):
+                raise TypeError(
+                    f'distill loss {self.name!r}: {type(self.loss).__name__}.forward '
+                    'returned a dict; it must map non-empty names without "." to scalar '
+                    f'tensors, got {result!r}')
+        return result
 
-    def forward(self, fetch: Callable[[str], Any], factor: float = 1.0) -> Tensor:
-        """Compute ``factor ·`` the loss, fetching each input by its source."""
+    @staticmethod
+    def _add(total: Any, parts: Dict[str, Tensor], result: Union[Tensor, Dict[str, Tensor]],
+             weight: float) -> Any:
+        """Add ``weight ·`` one loss call's result to the running total (and terms)."""
+        if not isinstance(result, dict):
+            return total + (result if weight == 1.0 else weight * result)
+        for key, value in result.items():
+            value = value if weight == 1.0 else weight * value
+            parts[key] = parts[key] + value if key in parts else value
+            total = total + value
+        return total
+
+    def forward(self,
+                fetch: Callable[[str], Any],
+                factor: float = 1.0,
+                return_parts: bool = False
+                ) -> Union[Tensor, Tuple[Tensor, Dict[str, Tensor]]]:
+        """Compute ``factor ·`` the loss, fetching each input by its source.
+
+        Returns:
+            Tensor, or ``(Tensor, dict)`` with ``return_parts=True``: the loss and its
+            named terms (detached; empty unless the loss returns a dict).
+        """
         if factor == 0.0:
-            return self._zero_with_graph()
+            zero = self._zero_with_graph()
+            return (zero, {}) if return_parts else zero
         values = {arg: fetch(source) for arg, source in self.inputs.items()}
+        parts: Dict[str, Tensor] = {}
         if self.levels is None:
-            total = self._call({arg: self._connect(arg, v, 0) for arg, v in values.items()})
+            total = self._add(
+                0., parts,
+                self._call({arg: self._connect(arg, v, 0) for arg, v in values.items()}),
+                1.0)
         else:
             total = 0.
             for i, level in enumerate(self.levels):
@@ -133,8 +174,13 @@ class LossBinding(nn.Module):
                         value = value[level]
                     per_level[arg] = self._connect(arg, value, i)
                 weight = 1.0 if self.level_weights is None else self.level_weights[i]
-                total = total + weight * self._call(per_level)
-        return total * factor if factor != 1.0 else total
+                total = self._add(total, parts, self._call(per_level), weight)
+        if factor != 1.0:
+            total = total * factor
+        if not return_parts:
+            return total
+        return total, {key: (value * factor if factor != 1.0 else value).detach()
+                       for key, value in parts.items()}
 
     def _zero_with_graph(self) -> Tensor:
         """A zero loss that still touches every trainable parameter of this binding, so

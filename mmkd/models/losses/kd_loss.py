@@ -39,10 +39,11 @@ def kd_loss(student_logits: Tensor,
         kl = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction='sum',
                       log_target=True) / max(s.size(0), 1)
     elif mode == 'sigmoid':
+        # KL(Bern(p_t) ‖ Bern(p_s)) term by term in log-sigmoids: no cancellation of two
+        # large cross-entropies, so it never rounds below zero.
         p_t = torch.sigmoid(t)
-        # KL(Bern(p_t) ‖ Bern(p_s)) = BCE(s, p_t) − H(p_t), in the stable logits form.
-        kl = (F.binary_cross_entropy_with_logits(s, p_t, reduction='none') -
-              F.binary_cross_entropy_with_logits(t, p_t, reduction='none')).mean()
+        kl = (p_t * (F.logsigmoid(t) - F.logsigmoid(s)) +
+              (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))).mean()
     else:
         raise ValueError(f"KDLoss mode must be 'softmax' or 'sigmoid', got {mode!r}")
     return kl * temperature**2
