@@ -1,12 +1,13 @@
 """Helpers for tests: run full-size configs for a few iterations on the tiny generated
 dataset (no downloads, CPU)."""
 from .tiny_config import (RandomCheckpointCache, build_model, config_digest, detect_format,
-                          find_urls, inline_model_configs, set_num_classes, shrink_scales,
-                          strip_pretrained, tiny_detection_data, tiny_run_config,
-                          tiny_runtime, write_random_checkpoint)
+                          find_urls, inline_model_configs, random_class_means,
+                          set_num_classes, shrink_scales, strip_pretrained,
+                          tiny_detection_data, tiny_run_config, tiny_runtime,
+                          write_random_checkpoint)
 
 __all__ = [
     'RandomCheckpointCache', 'build_model', 'config_digest', 'detect_format', 'find_urls',
-    'inline_model_configs', 'set_num_classes', 'shrink_scales', 'strip_pretrained',
-    'tiny_detection_data', 'tiny_run_config', 'tiny_runtime', 'write_random_checkpoint'
+    'inline_model_configs', 'random_class_means', 'set_num_classes', 'shrink_scales',
+    'strip_pretrained', 'tiny_detection_data', 'tiny_run_config', 'tiny_runtime', 'write_random_checkpoint'
 ]

@@ -13,7 +13,9 @@ The pieces are kept separate so that other tasks can reuse them:
 * :func:`tiny_runtime`: loop, hooks, logging, work dir;
 * :func:`tiny_run_config`: all of the above for a detection config;
 * :func:`write_random_checkpoint` / :class:`RandomCheckpointCache`: a random-init
-  checkpoint for a (teacher) model config, so that ``teacher_ckpt`` loads strictly.
+  checkpoint for a (teacher) model config, so that ``teacher_ckpt`` loads strictly;
+* :func:`random_class_means`: a random, correctly shaped class-means file for every loss
+  that reads one (ND), so that training starts without ``tools/class_means.py``.
 """
 import copy
 import hashlib
@@ -120,6 +122,42 @@ def set_num_classes(cfg: Any, num_classes: int) -> int:
         for value in cfg:
             changed += set_num_classes(value, num_classes)
     return changed
+
+
+#: distill losses that read a class-means file (``tools/class_means.py``) at train start
+CLASS_MEANS_LOSSES = ('NDLoss', 'DenseNDLoss')
+
+
+def random_class_means(model: dict, root: str, num_classes: Optional[int] = None,
+                       seed: int = 0) -> int:
+    """For every distill loss of ``model`` that reads a class-means file, write a random
+    file of the loss's ``(num_classes, in_channels)`` under ``root`` and point the loss at
+    it, in place. With ``num_classes`` (the heads were re-sized by :func:`set_num_classes`,
+    which also rewrote the loss's row count), the table gets ``num_classes + 1`` rows when
+    the loss is fed RoI labels (``roi.labels``: background row) and ``num_classes``
+    otherwise.
+
+    Returns:
+        int: how many files were written.
+    """
+    from mmkd.utils.class_means import save_class_means
+    written = 0
+    for name, binding in (model.get('distill_losses') or {}).items():
+        loss = binding.get('loss') if isinstance(binding, dict) else None
+        if not isinstance(loss, dict) or loss.get('type') not in CLASS_MEANS_LOSSES or \
+                not isinstance(loss.get('class_means'), str) or loss.get('in_channels') is None:
+            continue
+        with_background = 'roi.labels' in dict(binding.get('inputs') or {}).values()
+        if num_classes is not None:
+            loss['num_classes'] = int(num_classes) + int(with_background)
+        rows, dim = int(loss['num_classes']), int(loss['in_channels'])
+        gen = torch.Generator().manual_seed(seed + written)
+        path = osp.join(root, f'class_means_{name}.pth')
+        save_class_means(path, torch.randn(rows, dim, generator=gen), torch.ones(rows),
+                         dict(random=True, includes_background=with_background))
+        loss['class_means'] = path
+        written += 1
+    return written
 
 
 # ------------------------------------------------------------------------ data side
@@ -328,7 +366,8 @@ def tiny_run_config(cfg: Config,
 
     * model: ``student`` / ``teacher`` paths inlined, every ``Pretrained`` / URL init
       removed (student, teacher, backbones...), ``model.teacher_ckpt = teacher_ckpt``
-      (distillers only; write one with :class:`RandomCheckpointCache`);
+      (distillers only; write one with :class:`RandomCheckpointCache`); a random
+      class-means file in ``work_dir`` for every ND loss (:func:`random_class_means`);
     * data: see :func:`tiny_detection_data` (dataset wrappers unwrapped, scales shrunk);
     * runtime: see :func:`tiny_runtime`.
 
@@ -349,6 +388,7 @@ def tiny_run_config(cfg: Config,
         set_num_classes(model, int(num_classes))
     if 'teacher' in model:
         model.teacher_ckpt = teacher_ckpt
+    random_class_means(model, work_dir, num_classes)
     tiny_detection_data(cfg, data_root, fmt=fmt, img_scale=img_scale,
                         batch_size=batch_size)
     tiny_runtime(cfg, work_dir, max_iters=max_iters, val=val,

@@ -1,0 +1,50 @@
+# LSHFM (LSHL2; Wang, Ge, Wu, "Distilling Knowledge by Mimicking Features", TPAMI 2022) on
+# COCO: RetinaNet R101-FPN teacher (mmdet model zoo, 38.5 box AP) -> RetinaNet R50-FPN
+# student, 1x schedule (12 epochs, 8 GPUs x 2 images, the student's own mmdet config
+# unchanged). The authors published VOC results only (see README.md).
+#
+# Loss (DenseLSHLoss): on each FPN level P3-P7, the output of the 4-conv classification
+# tower of both heads (bbox_head.cls_convs.3: 256 channels after ReLU), unfolded 3x3 with
+# padding 1 -> 2304-d per location, the locations of all levels concatenated; locations
+# whose 9 anchors are all in the assigner's ignore band (IoU in [0.4, 0.5)) are dropped
+# (dense.keep_mask). beta * (MSE + BCE(W f_s + b, 1[W f_t + b > 0])), beta = 7,
+# N = 4096 hashes (the authors' RetinaNet setting), b = 0, sigma = std of the teacher's
+# retina_cls weight; averaged over the kept locations of each image, then over the images
+# with at least one. Hash logits are fp32 (the authors report NaN otherwise).
+#
+# Memory: ~22k locations per 1333x800 image. The loss runs over 4096-location chunks and
+# recomputes each chunk's hash logits in backward, so it holds the two unfolded feature
+# tensors (2 x 2 images x 22.4k x 2304 floats, 0.8 GB in fp32) plus one chunk's working set
+# (~0.3 GB), instead of ~3 GB of [locations x 4096] logits/targets/BCE terms kept for
+# backward. Set loss.checkpoint=False to trade that memory for ~40% less loss compute.
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
+custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+
+teacher_ckpt = ('https://download.openmmlab.com/mmdetection/v2.0/retinanet/'
+                'retinanet_r101_fpn_1x_coco/retinanet_r101_fpn_1x_coco_20200130-7a93545f.pth')
+model = dict(
+    _delete_=True,
+    type='DetectionDistiller',
+    student={{_base_.model}},
+    teacher='mmdet::retinanet/retinanet_r101_fpn_1x_coco.py',
+    teacher_ckpt=teacher_ckpt,
+    distill_losses=dict(
+        lsh=dict(
+            loss=dict(
+                type='DenseLSHLoss',
+                in_channels=9 * 256,
+                num_hashes=4096,
+                sigma='bbox_head.retina_cls.weight',
+                bias=0.0,
+                with_l2=True,
+                loss_weight=7.0,
+                chunk_size=4096,
+                checkpoint=True),
+            inputs=dict(student_feat='student.bbox_head.cls_convs.3',
+                        teacher_feat='teacher.bbox_head.cls_convs.3',
+                        mask='dense.keep_mask'))))
+custom_hooks = [
+    dict(type='DistillScheduleHook'),
+    dict(type='TeacherEvalHook'),
+    dict(type='StudentExportHook'),
+]

@@ -1,0 +1,345 @@
+"""FCFDRoILoss / FCFDDenseLoss: golden values against an independent float64
+computation, gradient routing of each term, and DDP safety of the bridges."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmengine.registry import init_default_scope
+
+from mmkd.models.losses import FCFDDenseLoss, FCFDRoILoss, kd_loss
+from mmkd.models.losses.fcfd_loss import fcfd_dense_terms
+
+C = 4                       # FPN channels
+SIZES = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+K = 3                       # classes (RoI head: K + 1 logits, 4K deltas)
+A = 2                       # anchors per location (dense head)
+TERMS = ('app', 'kl_s', 'reg_s', 'kl_st', 'reg_st', 'kl_ts', 'reg_ts')
+
+
+def feats(g, batch=2, scale=1.0):
+    return tuple(scale * torch.randn(batch, C, h, w, generator=g) for h, w in SIZES)
+
+
+def randomise_bridges(loss, g):
+    """Random BN affine so that the golden test covers it."""
+    for bridge in list(loss.s2t) + list(loss.t2s):
+        bridge.bn.weight.data = 1 + 0.3 * torch.randn(C, generator=g)
+        bridge.bn.bias.data = 0.3 * torch.randn(C, generator=g)
+
+
+# ---------------------------------------------------------------- float64 reference
+def ref_bridge(bridge, x):
+    """conv3x3 (no bias) + BatchNorm with batch statistics (training mode), float64."""
+    y = F.conv2d(x.double(), bridge.conv.weight.detach().double(), padding=1)
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    var = y.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    w = bridge.bn.weight.detach().double().view(1, -1, 1, 1)
+    b = bridge.bn.bias.detach().double().view(1, -1, 1, 1)
+    return (y - mean) / torch.sqrt(var + bridge.bn.eps) * w + b
+
+
+def ref_softmax_kl(z, z_t, T):
+    p_t = torch.softmax(z_t.double() / T, -1)
+    log_p = torch.log_softmax(z.double() / T, -1)
+    return (p_t * (torch.log(p_t) - log_p)).sum() / z.size(0) * T * T
+
+
+def ref_sigmoid_kl(z, z_t, T):
+    p, q = torch.sigmoid(z_t.double() / T), torch.sigmoid(z.double() / T)
+    return (p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))) * T * T
+
+
+def ref_mse(a, b):
+    return ((a.double() - b.double())**2).mean()
+
+
+# ---------------------------------------------------------------- fake heads
+def fake_roi_head(w_cls, w_reg, num_inputs=4):
+    """(feats, rois) -> outputs: per-image average of the first 4 levels + box coords,
+    then two linear maps. Works in any dtype (float64 for the reference)."""
+
+    def forward(x, rois):
+        idx = rois[:, 0].long()
+        pooled = torch.cat([f.mean((2, 3))[idx] for f in x[:num_inputs]], 1)
+        z = torch.cat([pooled, rois[:, 1:].to(pooled.dtype) / 64], 1)
+        return SimpleNamespace(cls_score=z @ w_cls.to(z.dtype),
+                               bbox_pred=z @ w_reg.to(z.dtype))
+
+    return forward
+
+
+def fake_dense_head(w_cls, w_reg):
+    """feats -> (cls_scores, bbox_preds): a 1x1 conv shared by the levels."""
+
+    def forward(x):
+        cls = [F.conv2d(f, w_cls.to(f.dtype)[..., None, None]) for f in x]
+        reg = [F.conv2d(f, w_reg.to(f.dtype)[..., None, None]) for f in x]
+        return cls, reg
+
+    return forward
+
+
+def roi_case(seed=0, num_rois=7):
+    g = torch.Generator().manual_seed(seed)
+    d = 4 * C + 4
+    heads = {side: fake_roi_head(torch.randn(d, K + 1, generator=g),
+                                 0.3 * torch.randn(d, 4 * K, generator=g))
+             for side in ('student', 'teacher')}
+    xy = torch.rand(num_rois, 2, generator=g) * 80
+    wh = torch.rand(num_rois, 2, generator=g) * 40 + 4
+    rois = torch.cat([torch.randint(0, 2, (num_rois, 1), generator=g).float(), xy, xy + wh],
+                     1)
+    p_s, p_t = feats(g), feats(g, scale=2.0)
+    t_out = heads['teacher'](p_t, rois)
+    # pass 1 is the student's own training pass: deliberately NOT the fake head's output
+    # on p_s, to show that the loss reuses it instead of recomputing it
+    s_cls = torch.randn(num_rois, K + 1, generator=g)
+    s_reg = 0.3 * torch.randn(num_rois, 4 * K, generator=g)
+    return g, heads, rois, p_s, p_t, s_cls, s_reg, t_out
+
+
+def test_roi_golden_values():
+    g, heads, rois, p_s, p_t, s_cls, s_reg, t_out = roi_case()
+    T, w_app, w_kl, w_reg, w_all = 2.0, 0.7, 1.3, 0.9, 1.5
+    loss = FCFDRoILoss(in_channels=C, temperature=T, app_weight=w_app, kl_weight=w_kl,
+                       reg_weight=w_reg, loss_weight=w_all)
+    randomise_bridges(loss, g)
+    parts = loss(p_s, p_t, rois, s_cls, s_reg, t_out.cls_score, t_out.bbox_pred,
+                 heads['student'], heads['teacher'])
+    assert set(parts) == set(TERMS)
+
+    # independent float64 computation
+    st_feats = [ref_bridge(b, f) for b, f in zip(loss.s2t, p_s)]
+    ts_feats = [ref_bridge(b, f) for b, f in zip(loss.t2s, p_t[:4])]
+    assert len(ts_feats) == 4  # B_t->s only where the RoI head reads
+    rois64 = rois.double()
+    t = heads['teacher'](tuple(f.double() for f in p_t), rois64)
+    st = heads['teacher'](st_feats, rois64)
+    ts = heads['student'](ts_feats, rois64)
+    paths = dict(s=(s_cls, s_reg), st=(st.cls_score, st.bbox_pred),
+                 ts=(ts.cls_score, ts.bbox_pred))
+    expected = {'app': w_all * w_app * sum(ref_mse(a, b) for a, b in zip(st_feats, p_t))}
+    for name, (z, delta) in paths.items():
+        expected[f'kl_{name}'] = w_all * w_kl * ref_softmax_kl(z, t.cls_score, T)
+        expected[f'reg_{name}'] = w_all * w_reg * ref_mse(delta, t.bbox_pred)
+    for key in TERMS:
+        assert expected[key] > 0
+        torch.testing.assert_close(parts[key].double(), expected[key], rtol=1e-4, atol=1e-7)
+
+    loss.return_parts = False
+    total = loss(p_s, p_t, rois, s_cls, s_reg, t_out.cls_score, t_out.bbox_pred,
+                 heads['student'], heads['teacher'])
+    torch.testing.assert_close(total.double(), sum(expected.values()), rtol=1e-4, atol=1e-7)
+
+
+def test_roi_student_outputs_equal_to_the_teacher_give_zero_s_terms():
+    g, heads, rois, p_s, p_t, _, _, _ = roi_case(seed=1)
+    head = heads['teacher']
+    loss = FCFDRoILoss(in_channels=C)
+    out = head(p_t, rois)
+    parts = loss(p_s, p_t, rois, out.cls_score, out.bbox_pred, out.cls_score,
+                 out.bbox_pred, head, head)
+    assert parts['kl_s'].abs() < 1e-6 and parts['reg_s'] == 0
+    assert parts['kl_st'] > 0 and parts['kl_ts'] > 0
+
+
+def mmdet_roi_head(seed: int, frozen: bool):
+    """A small real StandardRoIHead (SingleRoIExtractor on 4 levels + Shared2FCBBoxHead)."""
+    init_default_scope('mmdet')
+    torch.manual_seed(seed)
+    head = MMDET_MODELS.build(dict(
+        type='StandardRoIHead',
+        bbox_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=3, sampling_ratio=0),
+            out_channels=C, featmap_strides=[4, 8, 16, 32]),
+        bbox_head=dict(type='Shared2FCBBoxHead', in_channels=C, fc_out_channels=16,
+                       roi_feat_size=3, num_classes=K)))
+    head.init_weights()
+    if frozen:
+        head.eval().requires_grad_(False)
+
+    def forward(x, rois):
+        return SimpleNamespace(**head._bbox_forward(x, rois))
+
+    return head, forward
+
+
+def real_roi_case(seed=0, small_rois=False):
+    g = torch.Generator().manual_seed(seed)
+    s_head, s_fwd = mmdet_roi_head(seed, frozen=False)
+    t_head, t_fwd = mmdet_roi_head(seed + 100, frozen=True)
+    n = 6
+    xy = torch.rand(n, 2, generator=g) * 20
+    wh = torch.full((n, 2), 6.) if small_rois else torch.rand(n, 2, generator=g) * 50 + 4
+    rois = torch.cat([torch.tensor([0., 0, 0, 1, 1, 1])[:, None], xy, xy + wh], 1)
+    p_s = tuple(f.requires_grad_() for f in feats(g))
+    p_t = feats(g)
+    s_out = s_fwd(p_s, rois)  # pass 1: the student's own pass
+    with torch.no_grad():
+        t_out = t_fwd(p_t, rois)
+    loss = FCFDRoILoss(in_channels=C)
+    parts = loss(p_s, p_t, rois, s_out.cls_score, s_out.bbox_pred, t_out.cls_score,
+                 t_out.bbox_pred, s_fwd, t_fwd)
+    return loss, parts, p_s, s_head, t_head
+
+
+def grads_of(module):
+    return [p.grad for p in module.parameters()]
+
+
+def test_roi_every_bridge_gets_a_gradient_even_with_unused_levels():
+    """DDP without find_unused_parameters: every loss parameter needs a gradient every
+    step, also when all RoIs map to one FPN level."""
+    loss, parts, p_s, s_head, t_head = real_roi_case(small_rois=True)
+    sum(parts.values()).backward()
+    names = [n for n, p in loss.named_parameters() if p.grad is None]
+    assert not names, f'no gradient for {names}'
+    assert len(loss.s2t) == 5 and len(loss.t2s) == 4
+    assert all(p.grad is None for p in t_head.parameters())
+    # all 6 RoIs are small -> the RoI extractor used level 0 only; the other bridges
+    # still got (zero) gradients through mmdet's empty-level fallback
+    assert loss.t2s[0].conv.weight.grad.abs().sum() > 0
+    assert loss.t2s[2].conv.weight.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize('terms, reached, untouched', [
+    # student-through-teacher: bridge s->t and the student features, not the student head
+    (('kl_st', 'reg_st'), ('s2t', 'student_feats'), ('t2s', 'student_head')),
+    # teacher-through-student: bridge t->s and the student head, not the student features
+    (('kl_ts', 'reg_ts'), ('t2s', 'student_head'), ('s2t', 'student_feats')),
+    (('app', ), ('s2t', 'student_feats'), ('t2s', 'student_head')),
+    (('kl_s', 'reg_s'), ('student_head', 'student_feats'), ('s2t', 't2s')),
+])
+def test_roi_gradient_routing_of_each_term(terms, reached, untouched):
+    loss, parts, p_s, s_head, t_head = real_roi_case(seed=2)
+    sum(parts[t] for t in terms).backward()
+    groups = {
+        's2t': [p.grad for p in loss.s2t[:4].parameters()],
+        't2s': grads_of(loss.t2s),
+        'student_head': grads_of(s_head.bbox_head),
+        'student_feats': [f.grad for f in p_s[:4]],
+    }
+    for name in reached:
+        assert any(gr is not None and gr.abs().sum() > 0 for gr in groups[name]), name
+    for name in untouched:
+        assert all(gr is None or gr.abs().sum() == 0 for gr in groups[name]), name
+    assert all(p.grad is None for p in t_head.parameters())
+
+
+# ---------------------------------------------------------------- dense
+def dense_case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    heads = {side: fake_dense_head(torch.randn(A * K, C, generator=g),
+                                   0.3 * torch.randn(A * 4, C, generator=g))
+             for side in ('student', 'teacher')}
+    p_s, p_t = feats(g), feats(g, scale=2.0)
+    t_cls, t_reg = heads['teacher'](p_t)
+    s_cls = [torch.randn(c.shape, generator=g) for c in t_cls]  # pass 1, reused as given
+    s_reg = [torch.randn(r.shape, generator=g) for r in t_reg]
+    return g, heads, p_s, p_t, s_cls, s_reg, t_cls, t_reg
+
+
+def ref_dense_terms(cls, reg, t_cls, t_reg, T, masks=None):
+    kl, mse = 0, 0
+    for level, (z, d, zt, dt) in enumerate(zip(cls, reg, t_cls, t_reg)):
+        kl_map = ref_sigmoid_kl(z, zt, T)
+        se = (d.double() - dt.double())**2
+        if masks is None:
+            kl, mse = kl + kl_map.mean(), mse + se.mean()
+            continue
+        m = masks[level].double()  # [B, HW]
+        kept = m.sum()
+        if kept == 0:
+            continue
+        kl = kl + (kl_map.flatten(2) * m[:, None]).sum() / (kept * z.size(1))
+        mse = mse + (se.flatten(2) * m[:, None]).sum() / (kept * d.size(1))
+    return kl, mse
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_dense_golden_values(masked):
+    g, heads, p_s, p_t, s_cls, s_reg, t_cls, t_reg = dense_case()
+    T, w_kl, w_reg = 1.5, 4.0, 0.5
+    score_thr = 0.5 if masked else None
+    loss = FCFDDenseLoss(in_channels=C, temperature=T, kl_weight=w_kl, reg_weight=w_reg,
+                         score_thr=score_thr)
+    randomise_bridges(loss, g)
+    keep = [torch.rand(2, h * w, generator=g) > 0.3 for h, w in SIZES] if masked else None
+    parts = loss(p_s, p_t, s_cls, s_reg, t_cls, t_reg, heads['student'], heads['teacher'],
+                 mask=keep)
+
+    st_feats = [ref_bridge(b, f) for b, f in zip(loss.s2t, p_s)]
+    ts_feats = [ref_bridge(b, f) for b, f in zip(loss.t2s, p_t)]
+    assert len(ts_feats) == 5  # the dense head reads every level
+    t64 = heads['teacher']([f.double() for f in p_t])
+    masks = None
+    if masked:  # keep_mask AND teacher's max class probability over anchors >= 0.5
+        masks = [k & (torch.sigmoid(z.double()).flatten(2).amax(1) >= score_thr)
+                 for k, z in zip(keep, t64[0])]
+        n_kept = sum(int(m.sum()) for m in masks)
+        assert 0 < n_kept < sum(m.numel() for m in masks)
+    paths = dict(s=(s_cls, s_reg), st=heads['teacher'](st_feats),
+                 ts=heads['student'](ts_feats))
+    expected = {'app': sum(ref_mse(a, b) for a, b in zip(st_feats, p_t))}
+    for name, (cls, reg) in paths.items():
+        kl, mse = ref_dense_terms(cls, reg, *t64, T, masks)
+        expected[f'kl_{name}'], expected[f'reg_{name}'] = w_kl * kl, w_reg * mse
+    for key in TERMS:
+        assert expected[key] > 0
+        torch.testing.assert_close(parts[key].double(), expected[key], rtol=1e-4, atol=1e-7)
+
+
+def test_dense_all_true_mask_equals_no_mask_and_empty_mask_is_zero():
+    _, heads, _, _, s_cls, s_reg, t_cls, t_reg = dense_case(seed=3)
+    plain = fcfd_dense_terms(s_cls, s_reg, t_cls, t_reg, 2.0)
+    ones = [torch.ones(2, h * w, dtype=torch.bool) for h, w in SIZES]
+    for a, b in zip(plain, fcfd_dense_terms(s_cls, s_reg, t_cls, t_reg, 2.0, ones)):
+        torch.testing.assert_close(a, b)
+    # the unmasked path is mmkd's sigmoid KD, level by level
+    torch.testing.assert_close(plain[0], sum(kd_loss(s, t, 2.0, mode='sigmoid')
+                                             for s, t in zip(s_cls, t_cls)))
+    s_cls = [c.clone().requires_grad_() for c in s_cls]
+    zeros = [torch.zeros(2, h * w, dtype=torch.bool) for h, w in SIZES]
+    kl, reg = fcfd_dense_terms(s_cls, s_reg, t_cls, t_reg, 1.0, zeros)
+    assert kl == 0 and reg == 0
+    kl.backward()  # still in the graph, no NaN
+    assert all(torch.isfinite(c.grad).all() for c in s_cls)
+
+
+def test_dense_every_bridge_gets_a_gradient():
+    _, heads, p_s, p_t, s_cls, s_reg, t_cls, t_reg = dense_case(seed=4)
+    loss = FCFDDenseLoss(in_channels=C)
+    parts = loss(p_s, p_t, s_cls, s_reg, t_cls, t_reg, heads['student'], heads['teacher'])
+    sum(parts.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in loss.named_parameters() if n.endswith('conv.weight'))
+    assert all(p.grad is not None for p in loss.parameters())
+
+
+def test_bad_inputs_are_reported():
+    g, heads, rois, p_s, p_t, s_cls, s_reg, t_out = roi_case()
+    loss = FCFDRoILoss(in_channels=C)
+    with pytest.raises(ValueError, match=r'student_feats must be the 5 FPN levels.*got 4'):
+        loss(p_s[:4], p_t, rois, s_cls, s_reg, t_out.cls_score, t_out.bbox_pred,
+             heads['student'], heads['teacher'])
+    with pytest.raises(ValueError, match=r'rois must be \[R, 5\]'):
+        loss(p_s, p_t, rois[:, 1:], s_cls, s_reg, t_out.cls_score, t_out.bbox_pred,
+             heads['student'], heads['teacher'])
+    with pytest.raises(ValueError, match='ConvBNConnector expects 8 input channels'):
+        FCFDRoILoss(in_channels=8)(p_s, p_t, rois, s_cls, s_reg, t_out.cls_score,
+                                   t_out.bbox_pred, heads['student'], heads['teacher'])
+    with pytest.raises(ValueError, match='t->s bridges'):
+        FCFDRoILoss(in_channels=C, num_levels=3, num_roi_levels=4)
+    teacher = SimpleNamespace(
+        roi_head=SimpleNamespace(bbox_roi_extractor=SimpleNamespace(num_inputs=3)),
+        neck=SimpleNamespace(out_channels=C))
+    with pytest.raises(ValueError, match='set num_roi_levels=3'):
+        loss.init_from_teacher(teacher)
+    teacher.roi_head.bbox_roi_extractor.num_inputs = 4
+    loss.init_from_teacher(teacher)
+    teacher.neck.out_channels = 256
+    with pytest.raises(ValueError, match='teacher FPN has 256 channels'):
+        loss.init_from_teacher(teacher)
