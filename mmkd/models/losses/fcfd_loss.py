@@ -156,7 +156,7 @@ def fcfd_dense_terms(cls_scores: Sequence[Tensor],
                              f'{tuple(t_reg.shape)} on level {level}: the heads need the '
                              'same anchors')
         if masks is None:
-            kl = kl + kd_loss(s_cls, t_cls, temperature, mode='sigmoid')
+            kl = kl + kd_loss(s_cls, t_cls, 1.0, mode="sigmoid")
             reg = reg + F.mse_loss(s_reg.float(), t_reg.detach().float())
             continue
         if s_cls.shape != t_cls.shape:
