@@ -15,10 +15,11 @@
 # Weights: level weight = loss_weight * (H_l * W_l)^2 with loss_weight (kappa) = 0.1, the
 # same rule and kappa as amd_retinanet_r18_r18w16_fpn_synth.py (see there): the AMD value
 # of a level falls as 1/(HW)^2 (per-position mean, and a ~ 1/sqrt(HW) on spread attention
-# maps); measured here, AMD * (HW)^2 at init is 1.6-2.3 on all four levels (global+local)
-# while the raw value spans 4 orders of magnitude. kappa = 0.1 gives an AMD term of ~0.8
-# at the start and a backbone+neck gradient norm of ~5, against ~10 for L2 at weight 1
-# on all levels. Tied to the 128x128 training size (scale by (HW ratio)^-2 otherwise).
+# maps); measured here (random-init teacher), AMD * (HW)^2 at init is 1.6-2.3 on all four
+# levels (global+local) while the raw value spans 4 orders of magnitude. kappa = 0.1 gives
+# an AMD term of ~0.75 at the start and a backbone+neck gradient norm of ~5, against ~10
+# for L2 at weight 1 on the same levels. Tied to the 128x128 training size (scale by
+# (HW ratio)^-2 otherwise).
 # Global only: local_weight=0 and loss_weight ~0.4.
 #
 # Plain L2 on the FPN levels is the baseline this must beat (see amd+l2_*.py and

@@ -8,8 +8,9 @@
 # or a 1x1 quadrant of a map up to 3x3) is degenerate for AMD (its normalised L, P, N are
 # constants, the loss value is 0 or 1/3 depending on float underflow and its gradient,
 # analytically 0, is rounding noise that reached 1e5 on real features); and a 2x2 map,
-# although valid for the global term, dominated the gradient of AMD at weight 1 on P3-P6
-# ~10^4-fold over P3 (the measured calibration in which AMD hurt the student).
+# although valid for the global term, dominates the gradient of AMD at equal weights on
+# P3-P6 ~10^4-fold over P3 (likely the case of the first calibration, AMD at weight 1 on
+# four FPN levels, which hurt the student).
 #
 # Weights: level weight = loss_weight * (H_l * W_l)^2 with loss_weight (kappa) = 0.1.
 # The loss is a per-position mean of squared differences of unit vectors over the map (one
@@ -19,16 +20,16 @@
 # 1200), AMD * (HW)^2 is about constant across P3-P5 (global 0.8-0.9 / 0.10-0.16;
 # global+local 2.4-4.0 at init), while the raw value drops ~16x per finer level. With
 # (HW)^2 the three levels get equal loss and gradient shares. kappa = 0.1 puts the AMD
-# term at ~1 at the start (the detector's own losses: focal ~1.1, L1 ~0.7) with a
-# gradient norm on backbone+neck of ~6-9, the order of the L2 baseline's (~9 at weight 1
-# on all levels); plain AMD at weight 1 / 10 gave gradient norms of ~1.7 / ~17, almost all
-# from the 2x2 map. These weights are tied to the 128x128 training size: at another size
-# scale them by (new HW / old HW)^-2.
+# term at ~1.1 at the start (the detector's own losses: focal ~1.1, L1 ~0.7) with a
+# gradient norm on backbone+neck of ~6.5, the order of the L2 baseline's (~8 at weight 1
+# on P3-P5, ~9 on all levels); plain AMD at weight 1 / 10 on P3-P6 gave gradient norms of
+# ~1.7 / ~17, almost all from the 2x2 map. These weights are tied to the 128x128 training
+# size: at another size scale them by (new HW / old HW)^-2.
 #
 # Global + local (local_weight=0.2, the paper's variant): the 4 quadrants are normalised on
 # their own, so a ~ 1/sqrt(HW/4) there (twice the contrast) and each quadrant's objects
 # are not drowned by the brightest object of the image; its value is ~16x the global one,
-# so it carries ~80 % of the gradient. Global only: set local_weight=0 and multiply
+# so it makes ~80 % of the loss. Global only: set local_weight=0 and multiply
 # loss_weight by ~4 (0.4) to keep the same scale.
 #
 # Plain L2 on the FPN levels is the baseline this must beat (see amd+l2_*.py and

@@ -12,11 +12,12 @@
 # retina_cls weight; averaged over the kept locations of each image, then over the images
 # with at least one. Hash logits are fp32 (the authors report NaN otherwise).
 #
-# Memory: ~22k locations per 1333x800 image. The loss runs over 4096-location chunks and
-# recomputes each chunk's hash logits in backward, so it holds the two unfolded feature
-# tensors (2 x 2 images x 22.4k x 2304 floats, 0.8 GB in fp32) plus one chunk's working set
-# (~0.3 GB), instead of ~3 GB of [locations x 4096] logits/targets/BCE terms kept for
-# backward. Set loss.checkpoint=False to trade that memory for ~40% less loss compute.
+# Memory: ~22.4k locations per 1333x800 image, 44.8k per GPU. The loss runs over
+# 4096-location chunks and recomputes each chunk's hash logits in backward, so it holds the
+# unfolded student/teacher features and the student's gradient (3 x 44.8k x 2304 floats,
+# 1.2 GB in fp32, half under fp16 AMP) plus one chunk's working set (~0.3 GB): ~1.5 GB,
+# instead of ~3 GB more for [locations x 4096] logits/targets/BCE terms kept for backward.
+# Set loss.checkpoint=False to trade that memory for 40% less loss compute.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
 custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 

@@ -24,7 +24,7 @@ the means came from.
 """
 import copy
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,7 @@ from mmengine.utils import ProgressBar
 from torch import Tensor
 
 from mmkd.models.distillers.anchor_labels import dense_anchor_labels
-from mmkd.models.losses import DenseNDLoss, NDLoss
+from mmkd.models.losses import DenseNDLoss
 from mmkd.models.recorders import ModuleOutputRecorder, RoIHeadRecorder, sampled_roi_labels
 from mmkd.utils.class_means import save_class_means
 
@@ -237,8 +237,8 @@ def build_collector(distiller: nn.Module, binding: nn.Module) -> EmbeddingCollec
             and not hasattr(teacher, 'bbox_head'):
         return ClassifierCollector(teacher)
     raise ValueError(
-        f'class means: no collector for an ND loss fed teacher_emb={inputs.get("teacher_emb")!r}'
-        f' by a {type(teacher).__name__} teacher (supported: teacher.roi.embedding of a '
+        f'class means: no collector for an ND loss fed '
+        f'teacher_emb={inputs.get("teacher_emb")!r} by a {type(teacher).__name__} teacher (supported: teacher.roi.embedding of a '
         'two-stage detector, DenseNDLoss on a dense head, an mmpretrain classifier).')
 
 

@@ -9,5 +9,6 @@ from .tiny_config import (RandomCheckpointCache, build_model, config_digest, det
 __all__ = [
     'RandomCheckpointCache', 'build_model', 'config_digest', 'detect_format', 'find_urls',
     'inline_model_configs', 'random_class_means', 'set_num_classes', 'shrink_scales',
-    'strip_pretrained', 'tiny_detection_data', 'tiny_run_config', 'tiny_runtime', 'write_random_checkpoint'
+    'strip_pretrained', 'tiny_detection_data', 'tiny_run_config', 'tiny_runtime',
+    'write_random_checkpoint'
 ]

@@ -145,7 +145,8 @@ def random_class_means(model: dict, root: str, num_classes: Optional[int] = None
     for name, binding in (model.get('distill_losses') or {}).items():
         loss = binding.get('loss') if isinstance(binding, dict) else None
         if not isinstance(loss, dict) or loss.get('type') not in CLASS_MEANS_LOSSES or \
-                not isinstance(loss.get('class_means'), str) or loss.get('in_channels') is None:
+                not isinstance(loss.get('class_means'), str) or \
+                loss.get('in_channels') is None:
             continue
         with_background = 'roi.labels' in dict(binding.get('inputs') or {}).values()
         if num_classes is not None:

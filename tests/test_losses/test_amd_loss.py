@@ -281,3 +281,21 @@ def test_reference_sanity():
     fs, ft = _feats(14)
     v = ref_amd(fs, ft, local_weight=0.2)
     assert math.isfinite(v.item()) and v > 0
+
+
+def test_single_position_regions_carry_no_loss_and_no_gradient():
+    """A 1×1 map (or a 2×2 map's 1-position quadrants) normalises to constants: the
+    loss leaves such regions out instead of returning a spurious value with noise."""
+    from mmkd.models.losses import AMDLoss
+    torch.manual_seed(0)
+    s = (torch.randn(2, 8, 1, 1) * 3).requires_grad_()
+    t = torch.randn(2, 8, 1, 1)
+    loss = AMDLoss(local_weight=0.2)(s, t)
+    loss.backward()
+    assert loss.item() == 0.0 and s.grad.abs().max() == 0
+    s2 = (torch.randn(1, 8, 2, 2) * 3).requires_grad_()
+    only_global = AMDLoss(local_weight=0.0)(s2, torch.randn(1, 8, 2, 2))
+    with_local = AMDLoss(local_weight=0.2)(s2, torch.randn(1, 8, 2, 2))
+    with_local.backward()
+    assert torch.isfinite(s2.grad).all() and s2.grad.abs().max() < 10
+    assert torch.isfinite(only_global)

@@ -127,8 +127,8 @@ def test_class_means_file_roundtrip_and_as_path(tmp_path):
 def test_deferred_file_missing_at_training_start(tmp_path):
     path = str(tmp_path / 'work' / 'class_means.pth')
     loss = NDLoss(path, num_classes=C, in_channels=D)  # builds without the file
-    with pytest.raises(FileNotFoundError,
-                       match=r'python tools/class_means\.py CONFIG --out .*work/class_means\.pth'):
+    message = r'python tools/class_means\.py CONFIG --out .*work/class_means\.pth'
+    with pytest.raises(FileNotFoundError, match=message):
         loss.init_from_teacher(None)
 
 

@@ -260,10 +260,12 @@ def amd_loss(student_feat: Tensor,
             quads = F.one_hot(_quadrant_ids(valid_b).flatten(1), 4)  # [B, HW, 4]
             quads = quads.transpose(1, 2).float()  # [B, 4, HW]
             quad, qcount = _region_losses(att_s, att_t, valid, quads, scale, margin, eps)
-            nonempty = (qcount > 0).float()
+            # a region of a single position normalises to constants: no signal, and its
+            # gradient is rounding noise, so it is left out like an empty one
+            nonempty = (qcount > 1).float()
             quad = (quad * nonempty).sum(dim=1) / nonempty.sum(dim=1).clamp_min(1.0)
             per_image = local_weight * quad + (1.0 - local_weight) * per_image
-        has_valid = (count[:, 0] > 0).float()
+        has_valid = (count[:, 0] > 1).float()
         return (per_image * has_valid).sum() / has_valid.sum().clamp_min(1.0)
 
 

@@ -136,11 +136,20 @@ def dense_lsh_loss(student_feat: Levels,
     Memory: the hash logits of one chunk are ``chunk_size × H`` fp32; with
     ``checkpoint=True`` (and a student that requires grad) a chunk keeps nothing for the
     backward pass but its inputs — its logits, targets and BCE terms are recomputed
-    chunk by chunk in backward — so the loss's peak is the two unfolded feature tensors
-    (``B·L·9C`` elements each, input dtype) plus one chunk's working set
-    (~``4 · chunk_size · H`` fp32), independent of the image size. Without it every
-    chunk's fp32 ``[chunk, H]`` logits and targets stay alive until backward, i.e. the
-    same ``~2 · B·L·H`` floats as an unchunked loss.
+    chunk by chunk in backward — so the loss's peak is the unfolded student and teacher
+    features and, in backward, the student's gradient (``B·L·9C`` elements each, input
+    dtype) plus one chunk's working set (~``4 · chunk_size · H`` fp32), whatever the
+    number of hashes. Without it every chunk's fp32 ``[chunk, H]`` logits and targets
+    stay alive until backward, like an unchunked loss: ~``2 · B·L·H`` floats kept,
+    ~``4 · B·L·H`` at the backward peak (measured on CPU: 4.2 floats per location and
+    hash unchunked vs. ~3 feature copies per location chunked).
+
+    Full size (RetinaNet, 2 images of 1333×800 per GPU: ``B·L`` ≈ 44.8k locations,
+    ``9C`` = 2304, ``H`` = 4096): chunked + recomputed ≈ 3 × 0.41 GB of fp32 features
+    (half under fp16 AMP) + 0.27 GB ≈ 1.5 GB; without recomputation ≈ 3 GB more. A
+    1333×800 + 800×1333 batch pads to 1344×1344 (≈ 75k locations): ≈ 2.4 GB vs ≈ 7 GB.
+    Compute: 5 ``[B·L, 9C] × [9C, H]`` products per step with recomputation (teacher
+    and student logits twice, one gradient), 3 without; fp32, autocast disabled.
 
     Args:
         student_feat: per level ``[B, C, H_l, W_l]`` (a tuple, or one tensor).
@@ -213,9 +222,9 @@ class DenseLSHLoss(LSHLoss):
             ``4 · chunk_size · num_hashes`` fp32 values (256 MiB at the defaults).
             Defaults to 4096.
         checkpoint (bool): recompute each chunk's hash logits in backward rather than
-            keep them (``2 · B·L·H`` fp32 values otherwise: ~1.5 GB for two 1333×800
-            COCO images). Costs one more pass of the two ``[chunk, 9C] × [9C, H]``
-            products. Defaults to True.
+            keep them (~``4 · B·L·H`` fp32 values at the peak otherwise: ~3 GB for two
+            1333×800 COCO images). Costs one more pass of the two
+            ``[chunk, 9C] × [9C, H]`` products (5 instead of 3). Defaults to True.
     """
 
     def __init__(self,

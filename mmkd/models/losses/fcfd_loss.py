@@ -101,12 +101,13 @@ def fcfd_roi_terms(cls_score: Tensor,
 def sigmoid_kl_map(logits: Tensor, teacher_logits: Tensor,
                    temperature: float = 1.0) -> Tensor:
     """Per-element binary KL ``KL(Bern(σ(z_t/T)) ‖ Bern(σ(z/T))) · T²``, fp32, same shape
-    as the inputs (the element-wise form of ``kd_loss(..., mode='sigmoid')``)."""
+    as the inputs (the element-wise form of ``kd_loss(..., mode='sigmoid')``, in the same
+    log-sigmoid form, which never rounds below zero)."""
     s = logits.float() / temperature
     t = teacher_logits.detach().float() / temperature
     p_t = torch.sigmoid(t)
-    kl = F.binary_cross_entropy_with_logits(s, p_t, reduction='none') - \
-        F.binary_cross_entropy_with_logits(t, p_t, reduction='none')
+    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + \
+        (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
     return kl * temperature**2
 
 
@@ -156,7 +157,7 @@ def fcfd_dense_terms(cls_scores: Sequence[Tensor],
                              f'{tuple(t_reg.shape)} on level {level}: the heads need the '
                              'same anchors')
         if masks is None:
-            kl = kl + kd_loss(s_cls, t_cls, 1.0, mode="sigmoid")
+            kl = kl + kd_loss(s_cls, t_cls, temperature, mode='sigmoid')
             reg = reg + F.mse_loss(s_reg.float(), t_reg.detach().float())
             continue
         if s_cls.shape != t_cls.shape:

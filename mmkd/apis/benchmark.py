@@ -1,0 +1,184 @@
+"""Measure what distillation costs per training step.
+
+Three variants are timed on the same batch, interleaved (A, B, C, A, B, C, ...), each
+step re-seeded so that two-stage samplers draw the same RoIs, after one warm-up step:
+
+* ``student``: the student alone — forward with its losses, backward, optimizer step;
+* ``teacher``: the teacher's forward alone, as far as the distiller runs it (no grad);
+* ``distill``: the distiller's full step — student, teacher, distill losses, backward, step.
+
+The distillation overhead is ``distill / (student + teacher)``: 1.0 means the losses,
+connectors and bookkeeping cost nothing beyond running both networks.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during the steps of each variant;
+on CPU the growth of the process's peak resident set (``ru_maxrss``) during the steps of
+each variant, measured in a fresh process per variant (CPU allocations are not tracked by
+torch), so the numbers include allocator caching and are upper bounds.
+"""
+import copy
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+VARIANTS = ('student', 'teacher', 'distill')
+
+
+def make_batch(model, batch_size: int, img_size: int, num_classes: int, seed: int = 0):
+    """A preprocessed training batch of random images with random boxes."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(seed)
+    packed = demo_mm_inputs(batch_size, [[3, img_size, img_size]] * batch_size,
+                            num_classes=num_classes, num_items=[4] * batch_size)
+    return model.data_preprocessor(packed, True)
+
+
+def build_variants(config: str, device: str, teacher_ckpt: Optional[str] = None) -> Dict:
+    """Build the distiller of ``config`` (teacher weights random unless ``teacher_ckpt``)
+    and a separate copy of its student; returns the step functions."""
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    from mmkd.testing.tiny_config import inline_model_configs, strip_pretrained
+    inline_model_configs(cfg)
+    strip_pretrained(cfg)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.teacher_ckpt = None
+    distiller = MODELS.build(model_cfg).to(device)
+    if teacher_ckpt:
+        distiller.teacher_ckpt = teacher_ckpt
+        distiller.load_teacher()
+    else:
+        distiller.teacher_loaded = True  # random teacher: the cost is the same
+        for binding in distiller.distill_losses.values():
+            if hasattr(binding.loss, 'init_from_teacher'):
+                try:
+                    binding.loss.init_from_teacher(distiller.teacher)
+                except (FileNotFoundError, ValueError):
+                    pass  # e.g. ND class means not computed: the buffer stays as built
+    student = MODELS.build(copy.deepcopy(cfg.model.student)).to(device)
+    student.load_state_dict(distiller.student.state_dict())
+    return dict(cfg=cfg, distiller=distiller, student=student)
+
+
+def step_functions(models: Dict, batch) -> Dict[str, Callable[[], float]]:
+    """Each function runs one step of its variant and returns its duration (s)."""
+    distiller, student = models['distiller'], models['student']
+    distiller.train()
+    student.train()
+    opt_s = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9)
+    opt_d = torch.optim.SGD(distiller.parameters(), lr=1e-4, momentum=0.9)
+    inputs, samples = batch['inputs'], batch['data_samples']
+    device = inputs.device
+
+    def total(losses: Dict) -> torch.Tensor:
+        parts = [v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k]
+        return sum(parts)
+
+    def student_step() -> float:
+        start = _now(device)
+        opt_s.zero_grad()
+        total(student.loss(inputs, copy.deepcopy(samples))).backward()
+        opt_s.step()
+        return _elapsed(start, device)
+
+    def teacher_step() -> float:
+        from mmkd.models.distillers.base_distiller import DistillStep
+        step = DistillStep(inputs, samples)
+        if getattr(distiller, '_uses_roi', False):
+            # RoI sources run the teacher head on the student's sampled RoIs: sample them
+            # first (not timed)
+            with torch.no_grad():
+                distiller._student_loss(inputs, copy.deepcopy(samples))
+        start = _now(device)
+        with torch.no_grad(), distiller.teacher_recorder.recording():
+            distiller._run_teacher(step)
+        return _elapsed(start, device)
+
+    def distill_step() -> float:
+        start = _now(device)
+        opt_d.zero_grad()
+        total(distiller.loss(inputs, copy.deepcopy(samples))).backward()
+        opt_d.step()
+        return _elapsed(start, device)
+
+    return dict(student=student_step, teacher=teacher_step, distill=distill_step)
+
+
+def _now(device: torch.device):
+    if device.type == 'cuda':
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+    return time.perf_counter()
+
+
+def _elapsed(start, device: torch.device) -> float:
+    if device.type == 'cuda':
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    return time.perf_counter() - start
+
+
+def time_variants(config: str, steps: int = 5, batch_size: int = 8, img_size: int = 128,
+                  device: str = 'cpu', teacher_ckpt: Optional[str] = None) -> Dict[str, float]:
+    """Median seconds per training step of each variant, interleaved."""
+    models = build_variants(config, device, teacher_ckpt)
+    num_classes = _num_classes(models['cfg'])
+    batch = make_batch(models['distiller'], batch_size, img_size, num_classes)
+    fns = step_functions(models, batch)
+    times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
+    for i in range(steps + 1):
+        for variant in VARIANTS:
+            torch.manual_seed(i)
+            seconds = fns[variant]()
+            if i > 0:  # step 0 is the warm-up
+                times[variant].append(seconds)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def peak_memory(config: str, variant: str, steps: int = 2, batch_size: int = 8,
+                img_size: int = 128, device: str = 'cpu') -> float:
+    """Peak memory (MiB) of ``steps`` training steps of one variant (see module doc)."""
+    models = build_variants(config, device)
+    batch = make_batch(models['distiller'], batch_size, img_size, _num_classes(models['cfg']))
+    fn = step_functions(models, batch)[variant]
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(steps):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0
+
+
+def peak_memory_in_subprocess(config: str, variant: str, device: str, batch_size: int,
+                              img_size: int) -> float:
+    """:func:`peak_memory` in a fresh interpreter, so that earlier variants' peaks do not
+    hide this one's."""
+    code = ('import sys, mmkd; from mmkd.apis.benchmark import peak_memory; '
+            f'print(peak_memory({config!r}, {variant!r}, batch_size={batch_size}, '
+            f'img_size={img_size}, device={device!r}))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         env=dict(os.environ), check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _num_classes(cfg: Config) -> int:
+    student = cfg.model.student
+    head = student.get('roi_head', {}).get('bbox_head') or student.get('bbox_head')
+    return int(head['num_classes'])
