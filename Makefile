@@ -13,7 +13,7 @@ WHEELHOUSE ?= $(HOME)/.cache/mmkd/wheels
 STAMP      := $(VENV)/.mmkd-env-stamp
 PYTEST_ARGS ?=
 
-TORCH_PIN      := torch==2.13.0
+TORCH_PIN      := torch==2.13.0 torchvision==0.28.0
 BUILD_PINS     := "setuptools>=77,<81" wheel==0.48.0 ninja==1.13.2 numpy==2.4.6
 MMENGINE_PIN   := mmengine==0.10.7
 MMCV_VERSION   := 2.1.0
