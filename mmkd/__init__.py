@@ -4,6 +4,10 @@ Importing this package registers its models, losses, connectors and hooks, so a 
 only needs ``custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)``.
 """
 from .version import __version__
+from .utils.torchvision_compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # before anything imports mmpretrain (see its docstring)
+
 from . import datasets, hooks, models, utils  # noqa: F401,E402
 
 __all__ = ['__version__']
