@@ -7,7 +7,8 @@ SCRIPT = '''
 import mmkd, torch, torchvision
 import mmpretrain.models  # transforms and metrics import torchvision
 from mmpretrain.registry import MODELS
-model = MODELS.build(dict(type='ResNet', depth=18)).eval()
+model = MODELS.build(dict(type='ResNet', depth=18))
+model.eval()
 print('OK', torchvision.extension._has_ops(), tuple(model(torch.rand(1, 3, 32, 32))[-1].shape))
 if not torchvision.extension._has_ops():
     try:
