@@ -15,6 +15,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmkd  # noqa: E402,F401  (registers mmkd's models, losses and hooks)
+from mmkd.utils.checkpoint import (check_resume_checkpoint,  # noqa: E402
+                                   find_resumable_checkpoint)
 from mmkd.utils.cli import allow_mmengine_checkpoints, apply_common_options  # noqa: E402
 
 
@@ -57,9 +59,12 @@ def main() -> None:
         cfg.auto_scale_lr.enable = True
 
     if args.resume == 'auto':
+        # the newest checkpoint that loads (a file cut short is skipped, with a warning)
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = find_resumable_checkpoint(cfg.work_dir) \
+            if osp.isdir(cfg.work_dir) else None
     elif args.resume is not None:
+        check_resume_checkpoint(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
 

@@ -1,8 +1,9 @@
 """Recorders: how features are captured from the student and the teacher."""
+from .classifier_recorder import ClassifierRecorder
 from .module_recorder import ModuleOutputRecorder, get_submodule
 from .roi_recorder import RoIHeadRecorder, RoIOutputs, sampled_roi_labels
 
 __all__ = [
-    'ModuleOutputRecorder', 'get_submodule', 'RoIHeadRecorder', 'RoIOutputs',
-    'sampled_roi_labels'
+    'ClassifierRecorder', 'ModuleOutputRecorder', 'get_submodule', 'RoIHeadRecorder',
+    'RoIOutputs', 'sampled_roi_labels'
 ]
