@@ -32,6 +32,10 @@ model = dict(
         in_channels=64,
         stacked_convs=4,
         feat_channels=64,
+        # GroupNorm in the towers: with 64 channels and mmdet's N(0, 0.01) init, four
+        # plain convs shrink the signal ~300x and classification barely trains from
+        # scratch (0.036 vs 0.119 COCO mAP after 1200 iterations on the generated data)
+        norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),
         anchor_generator=dict(
             type='AnchorGenerator',
             # smallest anchors 16 px at stride 8: the generated objects are 8-60 px

@@ -55,6 +55,10 @@ class BaseDistiller(BaseModel):
             'roi_head')``, whose weights the student copies from the teacher's module of
             the same path right after the teacher checkpoint is loaded at the start of
             training (FCFD's "inherit" strategy); see :meth:`inherit_from_teacher`.
+        nonfinite (str): what a training step does when a distill loss is NaN or inf:
+            ``'raise'`` stops training with the loss name and the iteration, ``'skip'``
+            drops the step (no parameter or optimizer-state update) and logs it. Either
+            way the weights are never updated with a non-finite loss.
     """
 
     #: registry the student and teacher are built from (set by task subclasses)
@@ -67,7 +71,8 @@ class BaseDistiller(BaseModel):
                  distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
-                 inherit: Optional[Sequence[str]] = None) -> None:
+                 inherit: Optional[Sequence[str]] = None,
+                 nonfinite: str = 'raise') -> None:
         student_cfg = resolve_model_config(student, 'student')
         teacher_cfg = resolve_model_config(teacher, 'teacher')
         if data_preprocessor is None:
@@ -81,6 +86,10 @@ class BaseDistiller(BaseModel):
                                                teacher_cfg.get('data_preprocessor'))
         self._check_compatible()
         self.inherit = self._check_inherit(inherit)
+        if nonfinite not in ('raise', 'skip'):
+            raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
 
         if not isinstance(distill_losses, dict) or not distill_losses:
             raise ValueError('distill_losses must be a non-empty dict of name -> loss '
@@ -371,6 +380,35 @@ class BaseDistiller(BaseModel):
                 handle.remove()
             self.train(was_training)
         return captured
+
+    def train_step(self, data: Union[dict, tuple, list],
+                   optim_wrapper) -> Dict[str, Tensor]:
+        """MMEngine's train step, guarded: the distill losses are checked for NaN/inf
+        (one device sync for all of them, next to the one the logger makes anyway)
+        before anything is updated; see ``nonfinite``."""
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        parsed_losses, log_vars = self.parse_losses(losses)
+        distill = {k: v for k, v in losses.items()
+                   if k.startswith('distill.loss_') and torch.is_tensor(v)}
+        if distill and not bool(torch.stack([v.detach().float().sum()
+                                             for v in distill.values()]).isfinite().all()):
+            bad = [k for k, v in distill.items() if not torch.isfinite(v).all()]
+            where = f'iteration {self.progress[0]}' if self.progress else 'this step'
+            if self.nonfinite == 'raise':
+                raise FloatingPointError(
+                    f'{", ".join(bad)} is not finite at {where}; the step was not applied. '
+                    "Lower the loss weight or its warm-up, or set model.nonfinite='skip' "
+                    'to drop such steps.')
+            optim_wrapper.zero_grad()
+            self.skipped_steps += 1
+            print_log(f'mmkd: skipped the step at {where}: {", ".join(bad)} not finite '
+                      f'({self.skipped_steps} skipped so far)', logger='current',
+                      level=logging.WARNING)
+            return {k: v for k, v in log_vars.items() if not k.startswith('distill.')}
+        optim_wrapper.update_params(parsed_losses)
+        return log_vars
 
     # ---------------------------------------------------------------- inference
     def predict(self, inputs: Tensor, data_samples: Optional[List] = None) -> List:
