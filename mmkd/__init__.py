@@ -8,6 +8,6 @@ from .utils.torchvision_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()  # before anything imports mmpretrain (see its docstring)
 
-from . import datasets, hooks, models, utils  # noqa: F401,E402
+from . import datasets, hooks, models, optim, utils  # noqa: F401,E402
 
 __all__ = ['__version__']
