@@ -33,8 +33,8 @@ METHOD_CFGS = {
     'FCFD': 'configs/fcfd/fcfd_{det}_r18_r18w16_fpn_synth.py',
     'AMD': 'configs/amd/amd_{det}_r18_r18w16_fpn_synth.py',
 }
-FULL = dict(teacher_iters=1200, student_iters=600, seeds=(0, 1), num_train=600, num_val=150)
-QUICK = dict(teacher_iters=200, student_iters=100, seeds=(0, ), num_train=200, num_val=50)
+FULL = dict(teacher_iters=2400, student_iters=600, seeds=(0, 1), num_train=600, num_val=150)
+QUICK = dict(teacher_iters=300, student_iters=100, seeds=(0, ), num_train=200, num_val=50)
 
 
 def schedule_options(iters: int) -> List[str]:

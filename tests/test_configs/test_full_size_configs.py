@@ -70,16 +70,6 @@ def test_configs_found():
     assert TEACHER_CONFIGS, 'no configs/teachers/*.py'
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """On a busy 2-core machine, two OpenMP threads spin-wait on each other: the tiny
-    runs take ~15 s per iteration instead of ~2 s with one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='session')
 def tiny_data_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('tiny_det'))

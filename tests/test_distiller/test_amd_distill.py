@@ -36,15 +36,6 @@ CPU_CONFIGS = [
 ]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """Two OpenMP threads spin-wait on each other on the busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def model_cfg(path: str):
     return Config.fromfile(repo_path(path)).model
 

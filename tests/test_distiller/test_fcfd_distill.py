@@ -33,15 +33,6 @@ TERMS = ('app', 'kl_s', 'reg_s', 'kl_st', 'reg_st', 'kl_ts', 'reg_ts')
 INHERIT = ['neck', 'rpn_head', 'roi_head']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """On the busy 2-core CI machine two OpenMP threads spin-wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp('fcfd_ckpts')

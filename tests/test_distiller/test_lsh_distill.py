@@ -30,15 +30,6 @@ SIGMA_FROM = dict(frcnn='roi_head.bbox_head.fc_cls.weight',
                   retina='bbox_head.retina_cls.weight')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """Two OpenMP threads spin-waiting on a busy 2-core machine are slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp('lsh_ckpts')

@@ -31,14 +31,6 @@ TEACHERS = dict(frcnn='configs/synthetic/faster_rcnn_r18_fpn_teacher_synth.py',
 NUM_CLASSES = 4
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp('nd_ckpts')

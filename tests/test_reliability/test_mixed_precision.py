@@ -38,7 +38,6 @@ def test_amp_on_cpu_selects_bf16_autocast():
 
 @pytest.mark.parametrize('config', CONFIGS)
 def test_distill_losses_stay_finite_under_bf16(config, teachers, tmp_path):
-    torch.set_num_threads(1)
     cfg = Config.fromfile(osp.join(REPO, config))
     init_default_scope('mmdet')
     model_cfg = inline_model_configs(cfg.model)
