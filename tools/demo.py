@@ -7,6 +7,9 @@ the table as Markdown and a plot of the mAPs and training-loss curves.
 
     python tools/demo.py            # the full demo (< 30 min on 2 CPU cores)
     python tools/demo.py --quick    # a smoke version (a few minutes)
+
+Finished runs are reused when the demo is run again with the same settings (each work
+dir holds a ``demo_done.json`` stamp), so an interrupted demo picks up where it stopped.
 """
 import argparse
 import json
@@ -126,20 +129,33 @@ def main() -> None:
     # 3. the student alone and each distilled student, same schedule and seeds
     runs = [('student alone', STUDENT_CFG.format(det=det))]
     runs += [(name, METHOD_CFGS[name].format(det=det)) for name in args.methods]
+    nd_options: List[str] = []
+    if 'ND' in args.methods:  # ND's class means: one pass of the frozen teacher
+        config, means = METHOD_CFGS['ND'].format(det=det), osp.join(out, 'class_means.pth')
+        run([sys.executable, 'tools/class_means.py', config, '--out', means,
+             '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}', *data_options(data_root)],
+            osp.join(out, 'class_means.log'))
+        nd_options = class_means_options(config, means)
+        say(f'ND: teacher class means written to {means}')
     for seed in size['seeds']:
         for name, config in runs:
             work_dir = osp.join(out, f'{name.split()[0].lower()}_seed{seed}')
             extra = [f'model.teacher_ckpt={teacher_ckpt}'] if name != 'student alone' else []
             if name == 'ND':
-                means = osp.join(work_dir, 'class_means.pth')
-                run([sys.executable, 'tools/class_means.py', config, '--out', means,
-                     '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
-                     *data_options(data_root)], osp.join(work_dir, 'class_means.log'))
-                extra += class_means_options(config, means)
+                extra += nd_options
             t0 = time.time()
-            say(f'{name} (seed {seed}): training {config} (log: {work_dir}/train.log)')
-            train(config, work_dir, size['student_iters'], seed, data_root, extra)
-            result = read_run(name, seed, work_dir)
+            run_stamp = dict(config=config, iters=size['student_iters'], seed=seed,
+                             options=extra, teacher=stamp, data=stamp['data'])
+            done_file = osp.join(work_dir, 'demo_done.json')
+            if osp.isfile(done_file) and json.load(open(done_file)) == run_stamp:
+                result = read_run(name, seed, work_dir)
+                say(f'{name} (seed {seed}): reusing the finished run in {work_dir}')
+            else:
+                say(f'{name} (seed {seed}): training {config} (log: {work_dir}/train.log)')
+                train(config, work_dir, size['student_iters'], seed, data_root, extra)
+                result = read_run(name, seed, work_dir)
+                with open(done_file, 'w') as f:
+                    json.dump(run_stamp, f)
             results.append(result)
             say(f'{name} (seed {seed}): COCO mAP {result.metrics["bbox_mAP"]:.3f} '
                 f'in {time.time() - t0:.0f}s')

@@ -56,7 +56,9 @@ def main() -> None:
             raise SystemExit('--out must be a .pkl file')
         cfg.test_evaluator = [cfg.test_evaluator] if isinstance(cfg.test_evaluator, dict) \
             else list(cfg.test_evaluator)
-        cfg.test_evaluator.append(dict(type='DumpDetResults', out_file_path=args.out))
+        # mmdet's dumper strips masks to RLE; elsewhere (mmpretrain) MMEngine's own
+        dumper = 'DumpDetResults' if cfg.get('default_scope') == 'mmdet' else 'DumpResults'
+        cfg.test_evaluator.append(dict(type=dumper, out_file_path=args.out))
 
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.test()

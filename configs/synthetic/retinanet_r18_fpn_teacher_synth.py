@@ -4,6 +4,8 @@ _base_ = [
     '../_base_/models/retinanet_r18_fpn_synth.py', '../_base_/datasets/synthetic_det_coco.py',
     '../_base_/schedules/cpu_iters.py', '../_base_/default_runtime.py'
 ]
+# mmkd makes torchvision importable next to a CPU-only torch (stock tools import it)
+custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 max_iters = 2400
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [

@@ -1,9 +1,11 @@
 # Student: retinanet ResNet-18 at a quarter of the width (base 16) + the same FPN, CPU-sized.
-# Trained for half the teacher's iterations: the same schedule every distilled student uses.
+# Trained 600 iterations: the same schedule every distilled student uses.
 _base_ = [
     '../_base_/models/retinanet_r18_fpn_synth.py', '../_base_/datasets/synthetic_det_coco.py',
     '../_base_/schedules/cpu_iters.py', '../_base_/default_runtime.py'
 ]
+# mmkd makes torchvision importable next to a CPU-only torch (stock tools import it)
+custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 model = dict(
     backbone=dict(base_channels=16), neck=dict(in_channels=[16, 32, 64, 128]))
 

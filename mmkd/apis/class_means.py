@@ -15,8 +15,9 @@ its class. Those means are computed once, before training, by running the frozen
 * **RetinaNet** (``DenseNDLoss``, mmkd's extension): the recorded cls-tower feature of
   the location of every positive anchor (the head's own assigner), grouped by assigned
   class, foreground only (``num_classes`` rows).
-* **Classification** (an mmpretrain ``ImageClassifier`` teacher): the penultimate
-  feature (``extract_feat`` = the neck output, the input of the head's fc) by gt label.
+* **Classification** (an mmpretrain ``ImageClassifier`` teacher, ``NDLoss`` on
+  ``teacher.embedding``): the penultimate feature (``extract_feat`` = the neck output,
+  then the head's ``pre_logits``: the input of the head's fc) by gt label.
 
 Sums are accumulated in float64 with ``index_add_``; the file (see
 :func:`mmkd.utils.save_class_means`) stores float32 means, the per-row counts and where
@@ -213,6 +214,9 @@ class ClassifierCollector(EmbeddingCollector):
 
     def __call__(self, inputs: Tensor, data_samples: List) -> Tuple[Tensor, Tensor]:
         feats = self.teacher.extract_feat(inputs)
+        head = getattr(self.teacher, 'head', None)
+        if hasattr(head, 'pre_logits'):  # e.g. LinearClsHead: the last neck output
+            feats = head.pre_logits(feats)
         feats = feats[-1] if isinstance(feats, (tuple, list)) else feats
         labels = [sample.gt_label.reshape(-1) for sample in data_samples]
         if any(lab.numel() != 1 for lab in labels):
@@ -235,6 +239,11 @@ def build_collector(distiller: nn.Module, binding: nn.Module) -> EmbeddingCollec
         return RoICollector(teacher, distiller.teacher_roi)
     if hasattr(teacher, 'head') and not hasattr(teacher, 'roi_head') \
             and not hasattr(teacher, 'bbox_head'):
+        if inputs.get('teacher_emb') != 'teacher.embedding':
+            raise ValueError(
+                f"class means: for a classifier teacher the ND loss's teacher_emb must be "
+                f"'teacher.embedding' (the fc input these means are computed on), got "
+                f"{inputs.get('teacher_emb')!r}.")
         return ClassifierCollector(teacher)
     raise ValueError(
         f'class means: no collector for an ND loss fed '
@@ -332,6 +341,10 @@ def compute_class_means(cfg: Config,
     seed = 0 if seed is None else int(seed)
     set_random_seed(seed)
 
+    if cfg.get('data_preprocessor') is not None:
+        # as the Runner does (mmpretrain configs keep the input normalisation there):
+        # without it the teacher would see unnormalised images
+        cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     model = MODELS.build(cfg.model)
     model.load_teacher()
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))

@@ -1,4 +1,5 @@
 """Models: distillers (what runs), recorders (how features are captured), connectors
-(adapters) and losses (the math)."""
-from . import connectors, distillers, losses, recorders  # noqa: F401
-from .distillers import BaseDistiller, DetectionDistiller  # noqa: F401
+(adapters), losses (the math) and the CIFAR ResNet backbones."""
+from . import backbones, connectors, distillers, losses, recorders  # noqa: F401
+from .distillers import (BaseDistiller, ClassificationDistiller,  # noqa: F401
+                         DetectionDistiller)

@@ -15,7 +15,11 @@ The pieces are kept separate so that other tasks can reuse them:
 * :func:`write_random_checkpoint` / :class:`RandomCheckpointCache`: a random-init
   checkpoint for a (teacher) model config, so that ``teacher_ckpt`` loads strictly;
 * :func:`random_class_means`: a random, correctly shaped class-means file for every loss
-  that reads one (ND), so that training starts without ``tools/class_means.py``.
+  that reads one (ND), so that training starts without ``tools/class_means.py``;
+* classification: :func:`generate_tiny_classification_data`,
+  :func:`tiny_classification_data` and :func:`tiny_cls_run_config` (CIFAR-format and
+  ImageNet-layout tiny data; ``RandomCheckpointCache(root, scope='mmpretrain')`` for the
+  teachers).
 """
 import copy
 import hashlib
@@ -394,6 +398,144 @@ def tiny_run_config(cfg: Config,
                         batch_size=batch_size)
     tiny_runtime(cfg, work_dir, max_iters=max_iters, val=val,
                  save_checkpoint=save_checkpoint)
+    return cfg
+
+
+# ------------------------------------------------------------------------ classification
+#: the generated classification data (see :func:`generate_tiny_classification_data`)
+CIFAR_SUBDIR = 'cifar/'
+IMAGENET_SUBDIR = 'imagenet/'
+#: transform keys of mmpretrain pipelines holding an image / crop size
+CLS_SIZE_KEYS = ('scale', 'crop_size')
+
+
+def generate_tiny_classification_data(root: str, seed: int = 0) -> str:
+    """Write the tiny classification data the harness points configs at: a CIFAR-format
+    set (100 classes, 1 train and 1 test image each) under ``root/cifar/`` and a 4-class
+    ImageNet-layout folder (64 px JPEGs, 2 train / 1 val per class) under
+    ``root/imagenet/``. Returns ``root``."""
+    from mmkd.datasets import generate_cifar_dataset, generate_imagenet_folder
+    generate_cifar_dataset(osp.join(root, CIFAR_SUBDIR), num_classes=100,
+                           num_train_per_class=1, num_test_per_class=1, seed=seed)
+    generate_imagenet_folder(osp.join(root, IMAGENET_SUBDIR), num_classes=4,
+                             num_train_per_class=2, num_val_per_class=1, img_size=64,
+                             seed=seed)
+    return root
+
+
+def shrink_cls_sizes(cfg: Any, img_size: int) -> None:
+    """In place: every ``scale`` / ``crop_size`` of every transform of an mmpretrain
+    pipeline (``RandomResizedCrop``, ``ResizeEdge``, ``CenterCrop``...) -> ``img_size``
+    (ints stay ints, pairs become ``(img_size, img_size)``)."""
+    if isinstance(cfg, dict):
+        is_transform = 'type' in cfg
+        for key in list(cfg.keys()):
+            value = cfg[key]
+            if is_transform and key in CLS_SIZE_KEYS and not isinstance(value, bool):
+                if isinstance(value, (int, float)):
+                    cfg[key] = img_size
+                elif _is_pair(value):
+                    cfg[key] = (img_size, img_size)
+            else:
+                shrink_cls_sizes(value, img_size)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            shrink_cls_sizes(value, img_size)
+
+
+def detect_cls_format(dataset: dict) -> str:
+    """``'cifar'`` for CIFAR-format datasets (``CIFAR10`` / ``CIFAR100`` /
+    ``SyntheticCIFAR100``), else ``'imagenet'`` (folder layouts)."""
+    leaf = _leaf_dataset(dataset)
+    return 'cifar' if 'CIFAR' in str(leaf.get('type', '')) else 'imagenet'
+
+
+def _point_cls_dataset(dataset: dict, data_root: str, split: str, fmt: str) -> dict:
+    dataset = copy.deepcopy(_leaf_dataset(dataset))
+    if fmt == 'cifar':
+        dataset['type'] = 'SyntheticCIFAR100'
+        dataset.update(data_root=osp.join(data_root, CIFAR_SUBDIR),
+                       split='train' if split == 'train' else 'test')
+        dataset.pop('download', None)
+    elif fmt == 'imagenet':
+        dataset['type'] = 'ImageNet'
+        dataset.update(data_root=osp.join(data_root, IMAGENET_SUBDIR),
+                       split='train' if split == 'train' else 'val')
+        for key in ('ann_file', 'data_prefix'):
+            dataset.pop(key, None)
+    else:
+        raise ValueError(f"fmt must be 'cifar' or 'imagenet', got {fmt!r}")
+    return dataset
+
+
+def tiny_classification_data(cfg: Config,
+                             data_root: str,
+                             fmt: Optional[str] = None,
+                             img_size: int = 32,
+                             batch_size: int = 2) -> Config:
+    """Point the train/val/test dataloaders of a classification config at the tiny data of
+    :func:`generate_tiny_classification_data` under ``data_root``, in place.
+
+    Args:
+        fmt: ``'cifar'`` (the CIFAR-format set, read by ``SyntheticCIFAR100``, i.e.
+            mmpretrain's ``CIFAR100`` without the md5 checks) or ``'imagenet'`` (the
+            ImageNet-layout folder, stock ``ImageNet`` dataset); by default the format of
+            the config's own train dataset (:func:`detect_cls_format`).
+        img_size: replaces every ``scale`` / ``crop_size`` (:func:`shrink_cls_sizes`);
+            CIFAR pipelines have none.
+    """
+    data_root = osp.abspath(data_root)
+    fmt = fmt or detect_cls_format(cfg.train_dataloader.dataset)
+    for key, split in (('train_dataloader', 'train'), ('val_dataloader', 'val'),
+                       ('test_dataloader', 'val')):
+        if cfg.get(key) is None:
+            continue
+        loader = copy.deepcopy(cfg[key])
+        loader['dataset'] = _point_cls_dataset(loader['dataset'], data_root, split, fmt)
+        shrink_cls_sizes(loader['dataset'], img_size)
+        loader.update(batch_size=batch_size, num_workers=0, persistent_workers=False)
+        loader.pop('prefetch_factor', None)
+        cfg[key] = loader
+    return cfg
+
+
+def tiny_cls_run_config(cfg: Config,
+                        data_root: str,
+                        work_dir: str,
+                        teacher_ckpt: Optional[str] = None,
+                        max_iters: int = 2,
+                        img_size: int = 32,
+                        fmt: Optional[str] = None,
+                        batch_size: int = 2,
+                        val: bool = False,
+                        save_checkpoint: bool = False) -> Config:
+    """The classification counterpart of :func:`tiny_run_config`: a copy of ``cfg``
+    (CIFAR-100 or ImageNet, a distiller or a plain classifier) that trains ``max_iters``
+    iterations of ``batch_size`` images on the tiny data under ``data_root``.
+
+    * model: ``student`` / ``teacher`` paths inlined (``mmpretrain::`` / ``mmkd::``), every
+      ``Pretrained`` / URL init removed, ``model.teacher_ckpt = teacher_ckpt``, a random
+      class-means file for every ND loss;
+    * data: :func:`tiny_classification_data`; ``LSHBiasInitHook`` limited to 2 batches;
+    * runtime: :func:`tiny_runtime`.
+
+    The class counts are kept (the tiny labels are valid for 100- and 1000-way heads).
+    """
+    cfg = copy.deepcopy(cfg)
+    model = cfg.model
+    inline_model_configs(model)
+    strip_pretrained(model)
+    if 'teacher' in model:
+        model.teacher_ckpt = teacher_ckpt
+    random_class_means(model, work_dir)
+    tiny_classification_data(cfg, data_root, fmt=fmt, img_size=img_size,
+                             batch_size=batch_size)
+    for hook in cfg.get('custom_hooks') or []:
+        if hook.get('type') == 'LSHBiasInitHook':
+            hook['max_batches'] = 2
+    tiny_runtime(cfg, work_dir, max_iters=max_iters, val=val,
+                 save_checkpoint=save_checkpoint)
+    cfg.log_level = 'WARNING'  # no per-parameter init report (a third of a tiny run)
     return cfg
 
 

@@ -31,7 +31,7 @@ def resolve_model_config(cfg: ConfigLike, role: str = 'teacher') -> ConfigDict:
         path = osp.join(MMKD_CONFIG_ROOT, cfg[len('mmkd::'):])
     elif '::' in cfg:
         from mmengine.hub import get_config
-        return ConfigDict(get_config(cfg, pretrained=False).model)
+        return _model_with_preprocessor(get_config(cfg, pretrained=False))
     else:
         path = cfg
     if not osp.isfile(path):
@@ -39,7 +39,16 @@ def resolve_model_config(cfg: ConfigLike, role: str = 'teacher') -> ConfigDict:
             f'{role} config {cfg!r} not found (looked at {osp.abspath(path)}); give a path '
             "relative to the working directory, an 'mmkd::' or 'mmdet::' path, or the "
             'model dict itself.')
-    return Config.fromfile(path).model
+    return _model_with_preprocessor(Config.fromfile(path))
+
+
+def _model_with_preprocessor(cfg: Config) -> ConfigDict:
+    """``cfg.model``, with the file's top-level ``data_preprocessor`` (mmpretrain configs
+    keep it there) merged in as MMEngine's ``Runner`` does when it trains the file."""
+    model = ConfigDict(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model.setdefault('data_preprocessor', ConfigDict(cfg.data_preprocessor))
+    return model
 
 
 def load_teacher_checkpoint(teacher: nn.Module, checkpoint: str) -> Dict:
@@ -109,7 +118,8 @@ class InputRenormalizer(nn.Module):
         super().__init__()
         s, t = dict(student_preprocessor or {}), dict(teacher_preprocessor or {})
         key = lambda c: (tuple(c.get('mean') or ()), tuple(c.get('std') or ()),  # noqa
-                         bool(c.get('bgr_to_rgb', c.get('rgb_to_bgr', False))))
+                         bool(c.get('bgr_to_rgb', c.get('rgb_to_bgr',
+                                                        c.get('to_rgb', False)))))
         self.identity = key(s) == key(t)
         if self.identity:
             return

@@ -10,3 +10,4 @@ from .nd_loss import DenseNDLoss, NDLoss, dense_nd_loss, nd_loss  # noqa: F401
 from .amd_loss import AMDLoss, amd_loss  # noqa: F401
 from .dense_lsh_loss import DenseLSHLoss, dense_lsh_loss  # noqa: F401
 from .fcfd_loss import FCFDDenseLoss, FCFDRoILoss  # noqa: F401
+from .fcfd_cls_loss import FCFDClsLoss  # noqa: F401
