@@ -20,8 +20,7 @@ sys.path.insert(0, REPO)
 import torch  # noqa: E402
 
 import mmkd  # noqa: E402,F401
-from mmkd.apis.benchmark import (VARIANTS, peak_memory_in_subprocess,  # noqa: E402
-                                 time_variants)
+from mmkd.apis.benchmark import peak_memory_in_subprocess, time_variants  # noqa: E402
 
 
 def default_configs(full: bool) -> list:

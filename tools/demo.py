@@ -173,12 +173,12 @@ def main() -> None:
 
 
 def class_means_options(config: str, means_file: str) -> List[str]:
-    """Point every NDLoss of ``config`` at ``means_file``."""
+    """Point every loss of ``config`` that reads class means (ND) at ``means_file``."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO, config))
     return [f'model.distill_losses.{name}.loss.class_means={means_file}'
             for name, binding in cfg.model.distill_losses.items()
-            if binding['loss']['type'] == 'NDLoss']
+            if 'class_means' in binding['loss']]
 
 
 if __name__ == '__main__':

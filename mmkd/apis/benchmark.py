@@ -21,6 +21,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -46,23 +47,20 @@ def build_variants(config: str, device: str, teacher_ckpt: Optional[str] = None)
     from mmdet.registry import MODELS
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    from mmkd.testing.tiny_config import inline_model_configs, strip_pretrained
-    inline_model_configs(cfg)
+    from mmkd.testing.tiny_config import (RandomCheckpointCache, inline_model_configs,
+                                          random_class_means, strip_pretrained)
+    inline_model_configs(cfg.model)
     strip_pretrained(cfg)
     model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.teacher_ckpt = None
-    distiller = MODELS.build(model_cfg).to(device)
-    if teacher_ckpt:
-        distiller.teacher_ckpt = teacher_ckpt
-        distiller.load_teacher()
-    else:
-        distiller.teacher_loaded = True  # random teacher: the cost is the same
-        for binding in distiller.distill_losses.values():
-            if hasattr(binding.loss, 'init_from_teacher'):
-                try:
-                    binding.loss.init_from_teacher(distiller.teacher)
-                except (FileNotFoundError, ValueError):
-                    pass  # e.g. ND class means not computed: the buffer stays as built
+    scratch = tempfile.mkdtemp(prefix='mmkd_benchmark_')
+    # random weights cost the same as trained ones: a random teacher checkpoint and, for
+    # ND, a random class-means table of the right shape, unless a teacher is given
+    model_cfg.teacher_ckpt = teacher_ckpt or RandomCheckpointCache(scratch).get(
+        model_cfg.teacher)
+    random_class_means(model_cfg, scratch)
+    distiller = MODELS.build(model_cfg)
+    distiller.init_weights()
+    distiller.to(device)
     student = MODELS.build(copy.deepcopy(cfg.model.student)).to(device)
     student.load_state_dict(distiller.student.state_dict())
     return dict(cfg=cfg, distiller=distiller, student=student)
