@@ -1,17 +1,10 @@
 """Fixtures of the classification tests: tiny generated data (CIFAR format and an
-ImageNet-layout folder), random-init teacher checkpoints, one torch thread."""
-import os
-import os.path as osp
-
+ImageNet-layout folder), random-init teacher checkpoints."""
 import pytest
-import torch
 
 import mmkd  # noqa: F401  (before mmpretrain: see mmkd.utils.torchvision_compat)
 from mmkd.testing import RandomCheckpointCache, generate_tiny_classification_data
 
-os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
-CLS_CONFIGS = osp.join(REPO, 'configs', 'classification')
 
 
 @pytest.fixture(scope='session')

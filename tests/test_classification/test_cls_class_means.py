@@ -15,7 +15,7 @@ from mmkd.models.distillers.teacher import resolve_model_config
 from mmkd.testing import tiny_classification_data
 from mmkd.utils.class_means import load_class_means
 
-from conftest import CLS_CONFIGS
+from helpers import CLS_CONFIGS
 
 ND = osp.join(CLS_CONFIGS, 'synthetic', 'nd_resnet32-resnet8_synth.py')
 

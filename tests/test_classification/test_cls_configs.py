@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 from mmkd.testing import find_urls, tiny_cls_run_config
 
-from conftest import CLS_CONFIGS
+from helpers import CLS_CONFIGS
 
 CONFIGS = sorted(osp.relpath(p, CLS_CONFIGS) for group in ('cifar100', 'imagenet', 'synthetic')
                  for p in glob.glob(osp.join(CLS_CONFIGS, group, '*.py')))

@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 from mmkd.testing import tiny_cls_run_config
 
-from conftest import CLS_CONFIGS, REPO
+from helpers import CLS_CONFIGS, REPO
 
 KD = osp.join(CLS_CONFIGS, 'synthetic', 'kd_resnet32-resnet8_synth.py')
 STUDENT = osp.join(CLS_CONFIGS, 'synthetic', 'resnet8_synth.py')

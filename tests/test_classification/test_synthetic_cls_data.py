@@ -18,7 +18,7 @@ from mmkd.datasets import (SyntheticCIFAR100, class_names, generate_cifar_datase
                            generate_imagenet_folder, read_cls_stamp)
 from mmkd.datasets.synthetic_classification import COLOURS, class_factors
 
-from conftest import REPO
+from helpers import REPO
 
 
 def md5(path: str) -> str:

@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 from mmengine.runner import Runner
 
-from conftest import REPO, load_config
+from helpers import REPO, load_config
 
 CONFIGS = sorted(osp.relpath(p, REPO)
                  for p in glob.glob(osp.join(REPO, 'configs', 'synthetic', '*.py')))

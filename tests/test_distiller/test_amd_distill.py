@@ -18,7 +18,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from conftest import load_config, repo_path, save_random_checkpoint
+from helpers import load_config, repo_path, save_random_checkpoint
 from mmkd.models.distillers.detection_distiller import batch_valid_mask
 from mmkd.models.distillers.loss_binding import LossBinding
 from mmkd.models.losses.amd_loss import AMDLoss

@@ -9,7 +9,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from conftest import load_config, repo_path, save_random_checkpoint
+from helpers import load_config, repo_path, save_random_checkpoint
 from mmkd.models.distillers import DetectionDistiller
 
 RETINA_TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from mmengine.runner import Runner
 
-from conftest import REPO, load_config, repo_path, save_random_checkpoint
+from helpers import REPO, load_config, repo_path, save_random_checkpoint
 from mmengine.config import Config
 
 FITNET = 'configs/baselines/fitnet_retinanet_r18_r18w16_fpn_synth.py'

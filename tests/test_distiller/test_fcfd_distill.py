@@ -14,7 +14,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from conftest import load_config, repo_path, save_random_checkpoint
+from helpers import load_config, repo_path, save_random_checkpoint
 from mmkd.models.distillers import BaseDistiller, LossBinding
 from mmkd.models.losses import FCFDDenseLoss, FCFDRoILoss
 from mmkd.registry import MODELS as MMKD_MODELS

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from conftest import load_config, repo_path, save_random_checkpoint
+from helpers import load_config, repo_path, save_random_checkpoint
 from mmkd.hooks import LSHBiasInitHook
 from mmkd.models.distillers.anchor_masks import anchor_keep_mask
 from mmkd.models.losses import DenseLSHLoss, LSHLoss

@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmengine.structures import BaseDataElement
 
-from conftest import REPO, load_config, repo_path, save_random_checkpoint
+from helpers import REPO, load_config, repo_path, save_random_checkpoint
 from mmkd.apis import class_means as cm_api
 from mmkd.apis.class_means import (ClassMeanAccumulator, ClassifierCollector,
                                    write_class_means)

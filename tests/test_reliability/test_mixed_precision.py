@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
-from conftest import REPO
+from helpers import REPO
 from mmkd.testing.tiny_config import (RandomCheckpointCache, inline_model_configs,
                                       random_class_means, strip_pretrained)
 from mmkd.utils.cli import apply_common_options

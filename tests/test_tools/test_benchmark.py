@@ -3,7 +3,7 @@ import os.path as osp
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from mmkd.apis.benchmark import VARIANTS, peak_memory, time_variants
 
 
