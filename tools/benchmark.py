@@ -80,8 +80,9 @@ def main() -> None:
         'per variant after one warm-up, variants interleaved, each step re-seeded (same RoI '
         'sampling). The teacher column is the teacher\'s forward alone as the distiller '
         'runs it (no grad). Overhead 1.00 = the distill losses and connectors cost nothing '
-        'beyond running both networks. Peak memory: growth of peak RSS during two steps '
-        'in a fresh process on CPU (an upper bound, includes allocator caching), '
+        'beyond running both networks. Peak memory: peak growth of the resident set over two '
+        'training steps from the built model (activations, gradients, optimizer state), in '
+        'a fresh process, on CPU (sampled every 2 ms; includes allocator caching); '
         '`torch.cuda.max_memory_allocated` on GPU.', '',
         *rows, ''
     ])

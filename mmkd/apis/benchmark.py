@@ -11,17 +11,18 @@ The distillation overhead is ``distill / (student + teacher)``: 1.0 means the lo
 connectors and bookkeeping cost nothing beyond running both networks.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during the steps of each variant;
-on CPU the growth of the process's peak resident set (``ru_maxrss``) during the steps of
-each variant, measured in a fresh process per variant (CPU allocations are not tracked by
-torch), so the numbers include allocator caching and are upper bounds.
+on CPU the peak growth of the process's resident set from the built model through the
+steps (activations, gradients, optimizer state; sampled every 2 ms, in a fresh process per
+variant; CPU allocations are not tracked by torch), so it includes allocator caching and
+may miss very short peaks.
 """
 import copy
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -158,10 +159,44 @@ def peak_memory(config: str, variant: str, steps: int = 2, batch_size: int = 8,
             fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(steps):
-        fn()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024.0
+    with _RssSampler() as sampler:  # from the built model: activations, grads, optimizer
+        for _ in range(steps):
+            fn()
+    return sampler.peak_growth_mib
+
+
+class _RssSampler:
+    """Samples the process's resident set size (``/proc/self/statm``) every few ms in a
+    thread; ``peak_growth_mib`` is the highest RSS seen minus the RSS at the start."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.page = os.sysconf('SC_PAGE_SIZE')
+        self.peak = self.start = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> '_RssSampler':
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def peak_growth_mib(self) -> float:
+        return (self.peak - self.start) / 2**20
 
 
 def peak_memory_in_subprocess(config: str, variant: str, device: str, batch_size: int,
