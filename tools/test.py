@@ -16,7 +16,8 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmkd  # noqa: E402,F401
-from mmkd.utils.cli import allow_mmengine_checkpoints, apply_common_options  # noqa: E402
+from mmkd.utils.cli import (allow_mmengine_checkpoints, apply_common_options,  # noqa: E402
+                            init_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +61,7 @@ def main() -> None:
         dumper = 'DumpDetResults' if cfg.get('default_scope') == 'mmdet' else 'DumpResults'
         cfg.test_evaluator.append(dict(type=dumper, out_file_path=args.out))
 
+    init_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.test()
 

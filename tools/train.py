@@ -17,7 +17,8 @@ from mmengine.runner import Runner  # noqa: E402
 import mmkd  # noqa: E402,F401  (registers mmkd's models, losses and hooks)
 from mmkd.utils.checkpoint import (check_resume_checkpoint,  # noqa: E402
                                    find_resumable_checkpoint)
-from mmkd.utils.cli import allow_mmengine_checkpoints, apply_common_options  # noqa: E402
+from mmkd.utils.cli import (allow_mmengine_checkpoints, apply_common_options,  # noqa: E402
+                            init_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,6 +69,7 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    init_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -39,3 +39,19 @@ def allow_mmengine_checkpoints() -> None:
     tensors and metadata and load with ``weights_only=True``.
     """
     os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+
+
+def init_cpu_distributed(cfg: Config) -> None:
+    """Multi-process training without GPUs (gloo): MMEngine 0.10's ``pytorch`` launcher
+    calls ``torch.cuda.set_device`` and wraps the model with ``device_ids``, both of which
+    fail on CPU. Start the gloo process group here (MMEngine then skips its own) and wrap
+    without ``device_ids``. Does nothing with CUDA or without a launcher."""
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
