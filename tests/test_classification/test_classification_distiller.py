@@ -303,3 +303,10 @@ def test_data_preprocessor_defaults(teacher_ckpt):
                               teacher=TEACHER, distill_losses=KD))
     np.testing.assert_allclose(model.data_preprocessor.mean.flatten().numpy(), MEAN)
     assert isinstance(model.student.head.fc, nn.Linear)
+
+
+def test_nonfinite_option_reaches_the_base_distiller(teacher_ckpt):
+    assert build(teacher_ckpt, load=False).nonfinite == 'raise'
+    assert build(teacher_ckpt, load=False, nonfinite='skip').nonfinite == 'skip'
+    with pytest.raises(ValueError, match="nonfinite must be 'raise' or 'skip'"):
+        build(teacher_ckpt, load=False, nonfinite='ignore')

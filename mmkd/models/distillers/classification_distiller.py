@@ -137,6 +137,7 @@ class ClassificationDistiller(BaseDistiller):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
                  inherit: Optional[Sequence[str]] = None,
+                 nonfinite: str = 'raise',
                  head_fc: str = 'head.fc') -> None:
         # set before the base class registers the sources (which builds the recorders)
         object.__setattr__(self, 'head_fc', head_fc)
@@ -150,7 +151,7 @@ class ClassificationDistiller(BaseDistiller):
             data_preprocessor = dict(data_preprocessor)
             data_preprocessor.setdefault('type', 'ClsDataPreprocessor')
         super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
-                         init_cfg, inherit)
+                         init_cfg, inherit, nonfinite)
 
     def _check_compatible(self) -> None:
         n_s, n_t = classifier_num_classes(self.student), classifier_num_classes(self.teacher)
