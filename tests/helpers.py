@@ -63,3 +63,13 @@ def save_random_checkpoint(model_cfg, path: str, seed: int = 0) -> str:
     model.init_weights()
     torch.save(dict(state_dict=model.state_dict(), meta=dict(seed=seed)), path)
     return path
+
+
+def detection_batch(model, seed: int = 0) -> dict:
+    """A preprocessed training batch of two images (128x128 and 96x128, so the second is
+    padded) with 3 and 2 random boxes of 4 classes."""
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(seed)
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_classes=4,
+                            num_items=[3, 2])
+    return model.data_preprocessor(packed, True)

@@ -9,7 +9,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import load_config, repo_path, save_random_checkpoint
+from helpers import detection_batch, load_config, repo_path, save_random_checkpoint
 from mmkd.models.distillers import DetectionDistiller
 
 RETINA_TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
@@ -39,13 +39,6 @@ def build(student: str, teacher: str, ckpt: str, distill_losses: dict) -> Detect
     return model
 
 
-def batch(model, seed: int = 0):
-    torch.manual_seed(seed)
-    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_classes=4,
-                            num_items=[3, 2])
-    return model.data_preprocessor(packed, True)
-
-
 FPN_L2 = dict(fpn=dict(
     loss=dict(type='FeatureMSELoss'),
     inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck'),
@@ -68,7 +61,7 @@ def test_teacher_outside_module_tree(ckpts):
 def test_distill_gradients_reach_student_and_connectors_only(ckpts):
     model = build(RETINA_STUDENT, RETINA_TEACHER, ckpts['retina'], FPN_L2)
     model.train()
-    losses = model(**batch(model), mode='loss')
+    losses = model(**detection_batch(model), mode='loss')
     losses['distill.loss_fpn'].backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     connector = model.distill_losses['fpn'].connectors['student_feat']
@@ -91,7 +84,7 @@ def test_teacher_runs_only_what_losses_need(ckpts):
     model.teacher.rpn_head.register_forward_hook(forbidden)
     model.teacher.roi_head.loss = forbidden
     model.teacher.rpn_head.loss_and_predict = forbidden
-    losses = model(**batch(model), mode='loss')
+    losses = model(**detection_batch(model), mode='loss')
     assert torch.isfinite(losses['distill.loss_kd'])
     assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox'} <= set(losses)
 
@@ -118,7 +111,7 @@ def test_roi_features_of_both_sides_on_the_same_rois(ckpts, tmp_path):
         return value
 
     model._fetch = spy
-    losses = model.loss(**batch(model))
+    losses = model.loss(**detection_batch(model))
     step = captured['step']
     s, t = step.student_roi, step.teacher_roi
     assert s.rois.shape[0] > 0 and s.rois is t.rois
@@ -187,7 +180,7 @@ def test_loss_refuses_an_unloaded_teacher(ckpts):
                               teacher=model_cfg(RETINA_TEACHER), teacher_ckpt=None,
                               distill_losses=FPN_L2))
     with pytest.raises(RuntimeError, match='teacher weights are not loaded'):
-        model(**batch(model), mode='loss')
+        model(**detection_batch(model), mode='loss')
     with pytest.raises(ValueError, match='teacher_ckpt is not set'):
         model.init_weights()
 
@@ -262,7 +255,7 @@ def test_dense_keep_mask_drops_locations_whose_anchors_are_all_ignored(ckpts):
         loss=dict(type='FeatureMSELoss'),
         inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck'),
         levels=(0, ))))
-    data = batch(model)
+    data = detection_batch(model)
     samples = data['data_samples']
     samples[1].gt_instances = samples[1].gt_instances[:0]  # an image without objects
     model.loss(**data)

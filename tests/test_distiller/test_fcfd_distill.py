@@ -8,13 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 from mmdet.registry import MODELS
-from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import load_config, repo_path, save_random_checkpoint
+from helpers import detection_batch, load_config, repo_path, save_random_checkpoint
 from mmkd.models.distillers import BaseDistiller, LossBinding
 from mmkd.models.losses import FCFDDenseLoss, FCFDRoILoss
 from mmkd.registry import MODELS as MMKD_MODELS
@@ -55,13 +54,6 @@ def build(det: str, ckpt: str, **options):
     return model
 
 
-def batch(model, seed: int = 0):
-    torch.manual_seed(seed)
-    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_classes=4,
-                            num_items=[3, 2])
-    return model.data_preprocessor(packed, True)
-
-
 def grads(module: nn.Module):
     return [p.grad for p in module.parameters()]
 
@@ -87,7 +79,7 @@ def loss_step(model):
         lambda module, args, kwargs: captured.append(dict(kwargs)), with_kwargs=True)
     model.train()
     try:
-        losses = model(**batch(model), mode='loss')
+        losses = model(**detection_batch(model), mode='loss')
     finally:
         handle.remove()
     assert len(captured) == 1

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import load_config, repo_path, save_random_checkpoint
+from helpers import detection_batch, load_config, repo_path, save_random_checkpoint
 from mmkd.hooks import LSHBiasInitHook
 from mmkd.models.distillers.anchor_masks import anchor_keep_mask
 from mmkd.models.losses import DenseLSHLoss, LSHLoss
@@ -52,20 +52,13 @@ def build(det: str, ckpt: str, seed: int = 0):
     return model
 
 
-def batch(model, seed: int = 0):
-    torch.manual_seed(seed)
-    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_classes=4,
-                            num_items=[3, 2])
-    return model.data_preprocessor(packed, True)
-
-
 @pytest.mark.parametrize('det', ['frcnn', 'retina'])
 def test_one_step_gives_finite_lsh_loss_and_trains_only_the_student(det, ckpts):
     model = build(det, ckpts[det])
     loss_module = model.distill_losses['lsh'].loss
     assert type(loss_module) is (LSHLoss if det == 'frcnn' else DenseLSHLoss)
     model.train()
-    losses = model(**batch(model), mode='loss')
+    losses = model(**detection_batch(model), mode='loss')
     value = losses['distill.loss_lsh']
     assert value.dim() == 0 and torch.isfinite(value) and value > 0
     value.backward()
@@ -222,7 +215,7 @@ def test_bias_hook_in_a_run_and_skipped_on_resume(ckpts, tiny_det_data, tmp_path
 @pytest.mark.parametrize('det', ['frcnn', 'retina'])
 def test_collect_loss_inputs_returns_what_the_loss_receives(det, ckpts):
     model = build(det, ckpts[det])
-    data = batch(model)
+    data = detection_batch(model)
     packed = dict(inputs=[x for x in demo_mm_inputs(
         2, [[3, 128, 128], [3, 96, 128]], num_classes=4, num_items=[3, 2])['inputs']],
         data_samples=data['data_samples'])
