@@ -4,6 +4,7 @@ from .synthetic_classification import (CLS_GENERATOR_VERSION, class_names,
                                        cls_generation_params, generate_cifar_dataset,
                                        generate_imagenet_folder, read_cls_stamp,
                                        render_cls_sample)
+from .synthetic_coco import SyntheticCocoDataset
 from .synthetic_detection import (CLASSES, GENERATOR_VERSION, PALETTE,
                                   STAMP_FILE, SyntheticObject, coco_statistics,
                                   detection_metainfo,
@@ -17,5 +18,5 @@ __all__ = [
     'validate_coco_annotations', 'coco_statistics', 'read_stamp',
     'generation_params', 'SyntheticCIFAR100', 'CLS_GENERATOR_VERSION', 'class_names',
     'cls_generation_params', 'generate_cifar_dataset', 'generate_imagenet_folder',
-    'read_cls_stamp', 'render_cls_sample'
+    'read_cls_stamp', 'render_cls_sample', 'SyntheticCocoDataset'
 ]

@@ -152,6 +152,48 @@ def test_validate_rejects_corrupt(dataset, tmp_path, corrupt, expected):
     assert 'tools/generate_data.py' in msg
 
 
+@pytest.mark.parametrize('corrupt, expected', [
+    (lambda a: a['annotations'][1]['bbox'].__setitem__(2, -3), 'non-positive width'),
+    (lambda a: a['annotations'][1].__setitem__('category_id', 9), 'unknown category_id 9'),
+])
+def test_config_reader_refuses_a_corrupt_json(dataset, tmp_path, corrupt, expected):
+    """The CPU configs' train dataset, built from its config as the runner builds it,
+    stops on a broken annotation (mmdet's stock reader would drop the box silently)."""
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from helpers import repo_path
+    register_all_modules()
+    out, _ = dataset
+    data = _load(osp.join(out, 'annotations', 'instances_train.json'))
+    corrupt(data)
+    os.makedirs(tmp_path / 'annotations')
+    bad = str(tmp_path / 'annotations' / 'instances_train.json')
+    with open(bad, 'w') as f:
+        json.dump(data, f)
+    cfg = Config.fromfile(repo_path('configs/synthetic/retinanet_r18w16_fpn_student_synth.py'))
+    dataset_cfg = cfg.train_dataloader.dataset
+    dataset_cfg.data_root = str(tmp_path) + '/'
+    assert dataset_cfg.type == 'SyntheticCocoDataset'
+    with pytest.raises(ValueError) as err:
+        DATASETS.build(dataset_cfg)
+    msg = str(err.value)
+    assert '\n' not in msg and bad in msg and expected in msg
+    assert f"annotation id={data['annotations'][1]['id']}" in msg
+    # the same config with mmdet's stock class reads the file and loses the box
+    dataset_cfg.type = 'CocoDataset'
+    stock = DATASETS.build(dataset_cfg)
+    assert sum(len(stock.get_data_info(i)['instances']) for i in range(len(stock))) == \
+        len(data['annotations']) - 1
+    # an intact file reads the same through both classes
+    dataset_cfg.data_root = out.rstrip('/') + '/'
+    checked = DATASETS.build(dict(dataset_cfg, type='SyntheticCocoDataset'))
+    stock = DATASETS.build(dataset_cfg)
+    assert [checked.get_data_info(i) for i in range(len(checked))] == \
+        [stock.get_data_info(i) for i in range(len(stock))]
+
+
 def test_validate_rejects_unreadable(tmp_path):
     bad = tmp_path / 'broken.json'
     bad.write_text('{"images": [')

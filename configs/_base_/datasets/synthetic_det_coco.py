@@ -1,6 +1,8 @@
 # The generated detection dataset (tools/generate_data.py), read as COCO by mmdet's stock
-# CocoDataset and evaluated with pycocotools' COCO mAP (CocoMetric).
-dataset_type = 'CocoDataset'
+# CocoDataset (SyntheticCocoDataset: the same class, refusing a corrupt json with a one-line
+# error instead of silently dropping its broken boxes) and evaluated with pycocotools' COCO
+# mAP (CocoMetric).
+dataset_type = 'SyntheticCocoDataset'
 data_root = 'data/synthetic_det/'
 metainfo = dict(
     classes=('circle', 'square', 'triangle', 'cross'),
