@@ -13,6 +13,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import Registry
 from torch import Tensor
 
+from ...utils.rank_consistency import check_same_on_all_ranks
 from ..recorders import ModuleOutputRecorder, get_submodule
 from .loss_binding import LossBinding
 from .teacher import (ConfigLike, InputRenormalizer, freeze, load_teacher_checkpoint,
@@ -136,9 +137,17 @@ class BaseDistiller(BaseModel):
 
         The runner calls this when training starts, resumed runs included; a resumed
         run then loads its checkpoint over everything set here (``load_or_resume`` runs
-        after ``init_weights``), so inheriting only shapes a fresh start."""
+        after ``init_weights``), so inheriting only shapes a fresh start.
+
+        In a distributed run the teacher's weights are then compared across processes
+        (the runner broadcasts rank 0's state dict, which holds everything but the
+        teacher): a rank that loaded a different teacher stops the run."""
         super().init_weights()
         self.load_teacher()
+        check_same_on_all_ranks(
+            self.teacher.state_dict(), 'teacher',
+            f'every process must load the same teacher_ckpt ({self.teacher_ckpt!r} here): '
+            'put it on storage all nodes share, or copy the same file to each')
         if self.inherit:
             self.inherit_from_teacher()
 
