@@ -343,3 +343,15 @@ def test_bad_inputs_are_reported():
     teacher.neck.out_channels = 256
     with pytest.raises(ValueError, match='teacher FPN has 256 channels'):
         loss.init_from_teacher(teacher)
+
+
+def test_bridge_batchnorm_on_a_single_value_per_channel_says_what_to_change():
+    """One image per process and a 1x1 FPN level: BatchNorm cannot train on it; the
+    error names the batch size to raise (in eval mode the same input is fine)."""
+    from mmkd.models.connectors import ConvBNConnector
+    bridge = ConvBNConnector(8, 4)
+    with pytest.raises(ValueError, match=r'\[1, 8, 1, 1\].*train_dataloader.batch_size'):
+        bridge(torch.randn(1, 8, 1, 1))
+    assert bridge(torch.randn(2, 8, 1, 1)).shape == (2, 4, 1, 1)
+    assert bridge(torch.randn(1, 8, 2, 1)).shape == (1, 4, 2, 1)
+    assert bridge.eval()(torch.randn(1, 8, 1, 1)).shape == (1, 4, 1, 1)

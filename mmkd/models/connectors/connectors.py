@@ -42,6 +42,12 @@ class ConvBNConnector(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_channels(x, self.in_channels, 1, type(self).__name__)
+        if self.training and x.dim() == 4 and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            raise ValueError(
+                f'{type(self).__name__}: BatchNorm needs more than one value per channel '
+                f'in training, got a {list(x.shape)} feature (one image per process and '
+                'a 1x1 feature map, e.g. the last FPN level of small images); use at '
+                'least 2 images per process (train_dataloader.batch_size) or larger images')
         return self.bn(self.conv(x))
 
 
