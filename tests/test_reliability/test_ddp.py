@@ -1,18 +1,36 @@
-"""Two-process DDP on CPU (gloo, loopback), launched as tools/dist_train.sh launches:
-distillation with connectors, LSH buffers and a frozen teacher trains without
-``find_unused_parameters``, and the LSH buffers equal a freshly seeded build."""
+"""Two-process DDP on CPU (gloo, loopback), launched as tools/dist_train.sh launches, of
+a distillation config with every detection loss, compared with one process holding the
+same total batch; and the cross-rank check of the teacher's weights."""
+import glob
+import json
 import os
+import os.path as osp
 import socket
 import subprocess
 import sys
+from typing import Dict, List
 
+import pytest
 import torch
 from mmengine.config import Config
 
 from helpers import REPO, repo_path, save_random_checkpoint
 
-CONFIG = 'configs/lsh/lsh_retinanet_r18_r18w16_fpn_synth.py'
 TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
+#: the CPU RetinaNet config of each method; their distill losses are merged into one run
+METHOD_CONFIGS = {
+    'fitnet': 'configs/baselines/fitnet_retinanet_r18_r18w16_fpn_synth.py',
+    'lsh': 'configs/lsh/lsh_retinanet_r18_r18w16_fpn_synth.py',
+    'nd': 'configs/nd/nd_retinanet_r18_r18w16_fpn_synth.py',  # DenseND + dense KD
+    'fcfd': 'configs/fcfd/fcfd_retinanet_r18_r18w16_fpn_synth.py',
+    'amd': 'configs/amd/amd+l2_retinanet_r18_r18w16_fpn_synth.py',  # AMD + FPN L2
+}
+ITERS = 2
+#: logged losses: float32 sums in a different order (one batch of 4 vs two of 2 + all-reduce)
+RTOL, ATOL = 1e-4, 1e-6
+#: parameter updates after ITERS steps: relative to each tensor's largest update, plus 8
+#: float32 rounding steps of its largest value (the update is a difference of weights)
+UPDATE_RTOL = 1e-3
 
 
 def free_port() -> int:
@@ -21,33 +39,197 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_distillation(tiny_det_data, tmp_path):
+def duplicated_pairs_data(source_root: str, root: str) -> None:
+    """A train set ``[A, A, B, B]``: two generated images, each listed twice.
+
+    Unshuffled, one process with batch 4 sees ``(A, A, B, B)``; two processes with batch
+    2 see ``(A, B)`` each (MMEngine's sampler gives rank r the indices r, r + 2, ...).
+    mmdet normalises per process (focal loss by the positives on that process,
+    BatchNorm statistics over that process's images), so only with the same images on
+    every rank is the one-process run the exact reference; with different images per
+    rank a plain mmdet detector's DDP run differs from one process too. (Batch 2 per
+    process, not 1: FCFD's BatchNorm bridges need more than one value per channel on
+    the 1x1 last FPN level of these 128-pixel images.)"""
+    with open(osp.join(source_root, 'annotations', 'instances_train.json')) as f:
+        coco = json.load(f)
+    images, annotations = [], []
+    for image in coco['images'][:2]:
+        for _ in range(2):
+            new_id = len(images) + 1
+            images.append(dict(image, id=new_id))
+            for ann in coco['annotations']:
+                if ann['image_id'] == image['id']:
+                    annotations.append(dict(ann, id=len(annotations) + 1, image_id=new_id))
+    os.makedirs(osp.join(root, 'annotations'))
+    with open(osp.join(root, 'annotations', 'instances_train.json'), 'w') as f:
+        json.dump(dict(coco, images=images, annotations=annotations), f)
+    os.symlink(osp.join(source_root, 'annotations', 'instances_val.json'),
+               osp.join(root, 'annotations', 'instances_val.json'))
+    os.symlink(osp.join(source_root, 'VOCdevkit'), osp.join(root, 'VOCdevkit'))
+
+
+def every_loss_config(tmp_path, data_root: str) -> str:
+    """Write a config distilling with every method's losses at once; return its path."""
     teacher = save_random_checkpoint(Config.fromfile(repo_path(TEACHER)).model,
                                      str(tmp_path / 'teacher.pth'))
-    root = tiny_det_data.rstrip('/') + '/'
-    options = [
-        f'model.teacher_ckpt={teacher}', 'train_cfg.max_iters=3', 'train_cfg.val_interval=100',
-        'train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        f'train_dataloader.dataset.data_root={root}',
-        f'val_dataloader.dataset.data_root={root}',
-        f'val_evaluator.ann_file={root}annotations/instances_val.json',
-        'default_hooks.checkpoint.interval=3', 'custom_hooks=[]',
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1')
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-           f'--master_port={free_port()}', 'tools/train.py', repo_path(CONFIG),
-           '--launcher', 'pytorch', '--work-dir', str(tmp_path / 'ddp'),
-           '--cfg-options', *options]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    from mmkd.utils import save_class_means
+    means = str(tmp_path / 'class_means.pth')
+    save_class_means(means, torch.randn(4, 64, generator=torch.Generator().manual_seed(0)),
+                     torch.ones(4, dtype=torch.long), dict(num_classes=4))
+    cfg = Config.fromfile(repo_path(METHOD_CONFIGS['lsh']))
+    losses = {}
+    for method, path in METHOD_CONFIGS.items():
+        for name, binding in Config.fromfile(repo_path(path)).model.distill_losses.items():
+            losses[f'{method}_{name}'] = binding
+    losses['nd_nd'].loss.class_means = means
+    cfg.model.distill_losses = losses
+    cfg.model.teacher_ckpt = teacher
+    root = data_root.rstrip('/') + '/'
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = root
+    cfg.val_evaluator.ann_file = root + 'annotations/instances_val.json'
+    cfg.train_dataloader.sampler.shuffle = False
+    cfg.train_dataloader.dataset.pipeline = [  # no random flip: same images everywhere
+        t for t in cfg.train_dataloader.dataset.pipeline if t.type != 'RandomFlip']
+    cfg.train_cfg.update(max_iters=ITERS, val_interval=100)
+    cfg.param_scheduler = []  # the full learning rate from step 1: sizeable updates
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.custom_hooks = [dict(type='DistillScheduleHook'), dict(type='RankStateDumpHook')]
+    cfg.custom_imports = dict(imports=['mmkd', 'rank_state_dump'],
+                              allow_failed_imports=False)
+    path = str(tmp_path / 'every_loss.py')
+    cfg.dump(path)
+    return path
+
+
+def train(config: str, work_dir: str, batch_size: int, nproc: int) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1',
+               PYTHONPATH=os.pathsep.join([osp.dirname(__file__),
+                                           os.environ.get('PYTHONPATH', '')]))
+    launch = ([sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}',
+               f'--master_port={free_port()}', 'tools/train.py', config,
+               '--launcher', 'pytorch'] if nproc > 1 else
+              [sys.executable, 'tools/train.py', config])
+    proc = subprocess.run(
+        launch + ['--work-dir', work_dir, '--cfg-options',
+                  f'train_dataloader.batch_size={batch_size}'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert 'find_unused_parameters' not in proc.stderr
-    state = torch.load(tmp_path / 'ddp' / 'iter_3.pth', weights_only=False)['state_dict']
-    assert not any(k.startswith('teacher.') for k in state)
-    # the frozen projection equals what any process draws from the same seed
-    from mmkd.models.losses import DenseLSHLoss
-    fresh = DenseLSHLoss(in_channels=9 * 64, num_hashes=4096)
-    weight = state['distill_losses.lsh.loss.projection.weight']
-    teacher_std = torch.load(teacher)['state_dict']['bbox_head.retina_cls.weight'].std()
-    torch.testing.assert_close(weight, fresh.projection.weight * teacher_std)
+    return proc.stdout + proc.stderr
+
+
+def logged_losses(work_dir: str) -> List[Dict[str, float]]:
+    """The per-iteration loss scalars MMEngine logged (rank 0's)."""
+    (path,) = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    return [{k: v for k, v in row.items() if k.startswith(('loss', 'distill.'))}
+            for row in rows if 'loss' in row]
+
+
+def test_two_processes_match_one_process_with_every_loss(tiny_det_data, tmp_path):
+    """FitNet, KD, LSH, ND, FCFD, AMD (+L2) in one config. Two gloo processes with batch
+    2 against one process with batch 4 over the same images: both ranks end holding
+    identical student, connector, LSH projection, class-mean and teacher tensors; the
+    logged losses and the trained weights equal the one-process run's to RTOL / ATOL
+    (float32 summation order), with no ``find_unused_parameters``."""
+    data_root = str(tmp_path / 'data')
+    duplicated_pairs_data(tiny_det_data, data_root)
+    config = every_loss_config(tmp_path, data_root)
+    ddp_dir, single_dir = str(tmp_path / 'ddp'), str(tmp_path / 'single')
+    log = train(config, ddp_dir, batch_size=2, nproc=2)
+    assert 'find_unused_parameters=True' not in log  # DDP would fail at step 2 otherwise
+    train(config, single_dir, batch_size=4, nproc=1)
+
+    def load(run_dir: str, rank: int, when: str) -> Dict[str, torch.Tensor]:
+        return torch.load(osp.join(run_dir, f'rank{rank}_{when}.pth'), weights_only=True)
+
+    ddp = {when: [load(ddp_dir, r, when) for r in range(2)] for when in ('init', 'final')}
+    single = {when: load(single_dir, 0, when) for when in ('init', 'final')}
+    for when, (rank0, rank1) in ddp.items():
+        assert rank0.keys() == rank1.keys() == single[when].keys()
+        for key in rank0:  # every tensor, teacher and BN statistics included
+            assert torch.equal(rank0[key], rank1[key]), f'ranks differ in {key} ({when})'
+        assert not rank0['teacher_training'] and not single[when]['teacher_training']
+    for key, value in single['init'].items():  # the same start: same seed, same teacher
+        assert torch.equal(ddp['init'][0][key], value), key
+    assert 'distill_losses.lsh_lsh.loss.projection.weight' in single['init']
+    assert 'distill_losses.nd_nd.loss.normalized_means' in single['init']
+
+    teacher = torch.load(str(tmp_path / 'teacher.pth'), weights_only=True)['state_dict']
+    for key, value in teacher.items():  # loaded and frozen on both ranks
+        assert torch.equal(ddp['final'][0][f'teacher.{key}'], value), key
+    checkpoint = torch.load(osp.join(ddp_dir, f'iter_{ITERS}.pth'), weights_only=False)
+    assert not any(k.startswith('teacher.') for k in checkpoint['state_dict'])
+
+    # what training changed: every update equals the one-process update to UPDATE_RTOL
+    # of its largest element. BN's running variance is left out: it uses the unbiased
+    # estimate n / (n - 1) over the process's own batch, and n differs by design.
+    moved = 0
+    for key, start in single['init'].items():
+        if key.startswith('teacher') or key.endswith(('running_var', 'num_batches_tracked')):
+            continue
+        step_single = single['final'][key] - start
+        step_ddp = ddp['final'][0][key] - start
+        scale = step_single.abs().max().item()
+        error = (step_ddp - step_single).abs().max().item()
+        rounding = 8 * torch.finfo(torch.float32).eps * start.abs().max().item()
+        assert error <= UPDATE_RTOL * scale + rounding, f'{key}: {error:.3g} vs {scale:.3g}'
+        moved += scale > 0
+    print(f'{moved} tensors moved')
+    assert moved > 100
+    ddp_losses, single_losses = logged_losses(ddp_dir), logged_losses(single_dir)
+    assert len(ddp_losses) == len(single_losses) == ITERS
+    names = {f'distill.loss_{m}' for m in
+             ('fitnet_fpn_l2', 'lsh_lsh', 'nd_nd', 'nd_dense_kd', 'fcfd_fcfd', 'amd_fpn_amd',
+              'amd_fpn_l2')}
+    for ddp_row, single_row in zip(ddp_losses, single_losses):
+        assert names <= ddp_row.keys() and ddp_row.keys() == single_row.keys()
+        for name, value in single_row.items():
+            assert ddp_row[name] == pytest.approx(value, rel=RTOL, abs=ATOL), name
+
+
+RANK_CHECK_WORKER = r'''
+import sys
+import torch
+import torch.distributed as dist
+from mmkd.utils.rank_consistency import check_same_on_all_ranks
+
+rank, init_file = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group('gloo', init_method='file://' + init_file, rank=rank, world_size=2)
+same = {'backbone.conv1.weight': torch.arange(6.0).reshape(2, 3), 'bn.num_batches': torch.tensor(3)}
+check_same_on_all_ranks(same, 'teacher', 'load the same file')
+differs = dict(same, **{'head.fc.weight': torch.ones(4) * (1 + rank),
+                        'head.fc.bias': torch.zeros(4) if rank == 0 else torch.arange(4.0)})
+try:
+    check_same_on_all_ranks(differs, 'teacher', 'load the same file')
+except RuntimeError as err:
+    print(err)
+'''
+
+
+def test_rank_check_names_the_first_differing_tensor(tmp_path):
+    """Two gloo ranks: identical tensors pass; differing ones stop both ranks with a
+    message naming the rank, the first differing tensor, the count and the fix."""
+    script = tmp_path / 'worker.py'
+    script.write_text(RANK_CHECK_WORKER)
+    init = str(tmp_path / 'init')
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), init],
+                              stdout=subprocess.PIPE, text=True) for r in range(2)]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    expected = ("rank 1's teacher differs from rank 0's in 'head.fc.weight' (and 1 more); "
+                'load the same file')
+    assert outputs == [expected, expected]
+
+
+def test_fingerprints_tell_permuted_and_equal_tensors_apart():
+    from mmkd.utils.rank_consistency import tensor_fingerprints
+    x = torch.randn(5, 7)
+    same = tensor_fingerprints({'a': x, 'b': torch.tensor(2)})
+    assert torch.equal(same, tensor_fingerprints({'a': x.clone(), 'b': torch.tensor(2)}))
+    assert not torch.equal(same[0], tensor_fingerprints({'a': x.flip(0)})[0])
+    assert not torch.equal(same[0], tensor_fingerprints({'a': x.reshape(7, 5).t()})[0])
+    assert tensor_fingerprints({}).shape == (0, 3)
