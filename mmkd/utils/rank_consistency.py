@@ -17,9 +17,11 @@ from torch import Tensor
 
 def tensor_fingerprints(tensors: Dict[str, Tensor]) -> Tensor:
     """Per-tensor fingerprints, ``[len(tensors), 3]`` float64: the element count, the sum
-    and the sum of ``x * (1 + position / numel)`` (catches permuted values).
+    and the sum of ``x_i * (1 + i / (numel - 1))`` over the flattened tensor (catches
+    permuted values).
 
-    Non-finite values are fingerprinted as NaN and compared as equal to NaN."""
+    A tensor holding inf / NaN gets a non-finite fingerprint; two equal non-finite
+    fingerprints compare as equal in :func:`check_same_on_all_ranks`."""
     rows: List[Tensor] = []
     for value in tensors.values():
         flat = value.detach().reshape(-1).double()
