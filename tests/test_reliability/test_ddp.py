@@ -105,12 +105,13 @@ def every_loss_config(tmp_path, data_root: str) -> str:
 
 
 def train(config: str, work_dir: str, batch_size: int, nproc: int) -> str:
+    """Train through ``tools/dist_train.sh`` (``nproc`` > 1) or ``tools/train.py``."""
     env = dict(os.environ, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1',
+               PORT=str(free_port()),
+               PATH=os.pathsep.join([osp.dirname(sys.executable), os.environ['PATH']]),
                PYTHONPATH=os.pathsep.join([osp.dirname(__file__),
                                            os.environ.get('PYTHONPATH', '')]))
-    launch = ([sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}',
-               f'--master_port={free_port()}', 'tools/train.py', config,
-               '--launcher', 'pytorch'] if nproc > 1 else
+    launch = (['bash', 'tools/dist_train.sh', config, str(nproc)] if nproc > 1 else
               [sys.executable, 'tools/train.py', config])
     proc = subprocess.run(
         launch + ['--work-dir', work_dir, '--cfg-options',
@@ -207,6 +208,7 @@ try:
     check_same_on_all_ranks(differs, 'teacher', 'load the same file')
 except RuntimeError as err:
     print(err)
+dist.destroy_process_group()
 '''
 
 
@@ -217,9 +219,11 @@ def test_rank_check_names_the_first_differing_tensor(tmp_path):
     script.write_text(RANK_CHECK_WORKER)
     init = str(tmp_path / 'init')
     procs = [subprocess.Popen([sys.executable, str(script), str(r), init],
-                              stdout=subprocess.PIPE, text=True) for r in range(2)]
-    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    outputs = [out.strip() for out, _ in results]
     expected = ("rank 1's teacher differs from rank 0's in 'head.fc.weight' (and 1 more); "
                 'load the same file')
     assert outputs == [expected, expected]
