@@ -73,3 +73,50 @@ def detection_batch(model, seed: int = 0) -> dict:
     packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_classes=4,
                             num_items=[3, 2])
     return model.data_preprocessor(packed, True)
+
+
+#: the CPU RetinaNet config of each method; ``every_loss_config`` merges their losses
+METHOD_CONFIGS = {
+    'fitnet': 'configs/baselines/fitnet_retinanet_r18_r18w16_fpn_synth.py',
+    'lsh': 'configs/lsh/lsh_retinanet_r18_r18w16_fpn_synth.py',
+    'nd': 'configs/nd/nd_retinanet_r18_r18w16_fpn_synth.py',  # DenseND + dense KD
+    'fcfd': 'configs/fcfd/fcfd_retinanet_r18_r18w16_fpn_synth.py',
+    'amd': 'configs/amd/amd+l2_retinanet_r18_r18w16_fpn_synth.py',  # AMD + FPN L2
+}
+RETINANET_TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
+
+
+def every_loss_config(tmp_path, data_root: str, max_iters: int) -> Config:
+    """A RetinaNet config distilling with every method's losses at once (named
+    ``<method>_<loss>``), a random teacher checkpoint ``tmp_path/teacher.pth``, a random
+    class-means file ``tmp_path/class_means.pth``; unshuffled data without random flip,
+    no workers, constant learning rate, a checkpoint and a log line every iteration."""
+    from mmkd.utils import save_class_means
+    teacher = save_random_checkpoint(Config.fromfile(repo_path(RETINANET_TEACHER)).model,
+                                     str(tmp_path / 'teacher.pth'))
+    means = str(tmp_path / 'class_means.pth')
+    save_class_means(means, torch.randn(4, 64, generator=torch.Generator().manual_seed(0)),
+                     torch.ones(4, dtype=torch.long), dict(num_classes=4))
+    cfg = Config.fromfile(repo_path(METHOD_CONFIGS['lsh']))
+    losses = {}
+    for method, path in METHOD_CONFIGS.items():
+        for name, binding in Config.fromfile(repo_path(path)).model.distill_losses.items():
+            losses[f'{method}_{name}'] = binding
+    losses['nd_nd'].loss.class_means = means
+    cfg.model.distill_losses = losses
+    cfg.model.teacher_ckpt = teacher
+    root = data_root.rstrip('/') + '/'
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = root
+    cfg.val_evaluator.ann_file = root + 'annotations/instances_val.json'
+    cfg.train_dataloader.sampler.shuffle = False
+    cfg.train_dataloader.dataset.pipeline = [
+        t for t in cfg.train_dataloader.dataset.pipeline if t.type != 'RandomFlip']
+    cfg.train_cfg.update(max_iters=max_iters, val_interval=100)
+    cfg.param_scheduler = []  # the full learning rate from step 1: sizeable updates
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.custom_hooks = [dict(type='DistillScheduleHook')]
+    cfg.log_level = 'WARNING'
+    return cfg

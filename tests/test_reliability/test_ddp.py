@@ -12,19 +12,9 @@ from typing import Dict, List
 
 import pytest
 import torch
-from mmengine.config import Config
 
-from helpers import REPO, repo_path, save_random_checkpoint
+from helpers import REPO, every_loss_config
 
-TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
-#: the CPU RetinaNet config of each method; their distill losses are merged into one run
-METHOD_CONFIGS = {
-    'fitnet': 'configs/baselines/fitnet_retinanet_r18_r18w16_fpn_synth.py',
-    'lsh': 'configs/lsh/lsh_retinanet_r18_r18w16_fpn_synth.py',
-    'nd': 'configs/nd/nd_retinanet_r18_r18w16_fpn_synth.py',  # DenseND + dense KD
-    'fcfd': 'configs/fcfd/fcfd_retinanet_r18_r18w16_fpn_synth.py',
-    'amd': 'configs/amd/amd+l2_retinanet_r18_r18w16_fpn_synth.py',  # AMD + FPN L2
-}
 ITERS = 2
 #: logged losses: float32 sums in a different order (one batch of 4 vs two of 2 + all-reduce)
 RTOL, ATOL = 1e-4, 1e-6
@@ -68,37 +58,14 @@ def duplicated_pairs_data(source_root: str, root: str) -> None:
     os.symlink(osp.join(source_root, 'VOCdevkit'), osp.join(root, 'VOCdevkit'))
 
 
-def every_loss_config(tmp_path, data_root: str) -> str:
-    """Write a config distilling with every method's losses at once; return its path."""
-    teacher = save_random_checkpoint(Config.fromfile(repo_path(TEACHER)).model,
-                                     str(tmp_path / 'teacher.pth'))
-    from mmkd.utils import save_class_means
-    means = str(tmp_path / 'class_means.pth')
-    save_class_means(means, torch.randn(4, 64, generator=torch.Generator().manual_seed(0)),
-                     torch.ones(4, dtype=torch.long), dict(num_classes=4))
-    cfg = Config.fromfile(repo_path(METHOD_CONFIGS['lsh']))
-    losses = {}
-    for method, path in METHOD_CONFIGS.items():
-        for name, binding in Config.fromfile(repo_path(path)).model.distill_losses.items():
-            losses[f'{method}_{name}'] = binding
-    losses['nd_nd'].loss.class_means = means
-    cfg.model.distill_losses = losses
-    cfg.model.teacher_ckpt = teacher
-    root = data_root.rstrip('/') + '/'
-    for loader in (cfg.train_dataloader, cfg.val_dataloader):
-        loader.update(num_workers=0, persistent_workers=False)
-        loader.dataset.data_root = root
-    cfg.val_evaluator.ann_file = root + 'annotations/instances_val.json'
-    cfg.train_dataloader.sampler.shuffle = False
-    cfg.train_dataloader.dataset.pipeline = [  # no random flip: same images everywhere
-        t for t in cfg.train_dataloader.dataset.pipeline if t.type != 'RandomFlip']
-    cfg.train_cfg.update(max_iters=ITERS, val_interval=100)
-    cfg.param_scheduler = []  # the full learning rate from step 1: sizeable updates
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
-    cfg.custom_hooks = [dict(type='DistillScheduleHook'), dict(type='RankStateDumpHook')]
+def ddp_test_config(tmp_path, data_root: str) -> str:
+    """``every_loss_config`` with each process's state dumped before and after training;
+    written to a file for the launchers; returns its path."""
+    cfg = every_loss_config(tmp_path, data_root, ITERS)
+    cfg.custom_hooks.append(dict(type='RankStateDumpHook'))
     cfg.custom_imports = dict(imports=['mmkd', 'rank_state_dump'],
                               allow_failed_imports=False)
+    cfg.log_level = 'INFO'
     path = str(tmp_path / 'every_loss.py')
     cfg.dump(path)
     return path
@@ -138,7 +105,7 @@ def test_two_processes_match_one_process_with_every_loss(tiny_det_data, tmp_path
     (float32 summation order), with no ``find_unused_parameters``."""
     data_root = str(tmp_path / 'data')
     duplicated_pairs_data(tiny_det_data, data_root)
-    config = every_loss_config(tmp_path, data_root)
+    config = ddp_test_config(tmp_path, data_root)
     ddp_dir, single_dir = str(tmp_path / 'ddp'), str(tmp_path / 'single')
     log = train(config, ddp_dir, batch_size=2, nproc=2)
     assert 'find_unused_parameters=True' not in log  # DDP would fail at step 2 otherwise
