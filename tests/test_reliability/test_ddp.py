@@ -1,4 +1,4 @@
-"""Two-process DDP on CPU (gloo, loopback), launched as tools/dist_train.sh launches, of
+"""Two-process DDP on CPU (gloo, loopback), launched by tools/dist_train.sh, of
 a distillation config with every detection loss, compared with one process holding the
 same total batch; and the cross-rank check of the teacher's weights."""
 import glob
