@@ -96,6 +96,12 @@ def main() -> None:
         size['seeds'] = tuple(args.seeds)
     out = osp.abspath(osp.join(args.out, 'quick' if args.quick else 'full', args.detector))
     det = args.detector
+    configs = [TEACHER_CFG.format(det=det), STUDENT_CFG.format(det=det)] + [
+        METHOD_CFGS[m].format(det=det) for m in args.methods]
+    missing = [c for c in configs if not osp.isfile(osp.join(REPO, c))]
+    if missing:  # before half an hour of training, not after
+        raise SystemExit(f'demo: no config {", ".join(missing)} for --detector {det}; '
+                         f'leave the method out with --methods')
     start = time.time()
 
     def say(msg: str) -> None:

@@ -63,3 +63,18 @@ def test_plot_is_written(tmp_path):
     with open(path, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert os.path.getsize(path) > 5000
+
+
+def test_demo_has_every_config_for_both_detectors():
+    """`tools/demo.py --detector D` trains the teacher, the student and each method's CPU
+    config of D; each must exist (a missing one once failed 27 minutes into a demo)."""
+    import importlib.util
+    import os.path as osp
+
+    from helpers import REPO
+    spec = importlib.util.spec_from_file_location('demo', osp.join(REPO, 'tools', 'demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    for det in ('retinanet', 'faster_rcnn'):
+        for template in [demo.TEACHER_CFG, demo.STUDENT_CFG, *demo.METHOD_CFGS.values()]:
+            assert osp.isfile(osp.join(REPO, template.format(det=det))), (det, template)

@@ -1,0 +1,22 @@
+# FitNet / L2 baseline, CPU-sized: Faster R-CNN R18 teacher -> R18 (width 16) student on the
+# generated data; MSE between the student's and the teacher's FPN levels P2-P6 (64 channels).
+_base_ = ['../synthetic/faster_rcnn_r18w16_fpn_student_synth.py']
+custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+
+teacher_ckpt = 'work_dirs/faster_rcnn_r18_fpn_teacher_synth/iter_1200.pth'
+model = dict(
+    _delete_=True,
+    type='DetectionDistiller',
+    student={{_base_.model}},
+    teacher='mmkd::synthetic/faster_rcnn_r18_fpn_teacher_synth.py',
+    teacher_ckpt=teacher_ckpt,
+    distill_losses=dict(
+        fpn_l2=dict(
+            loss=dict(type='FeatureMSELoss', loss_weight=1.0),
+            inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck'),
+            levels=(0, 1, 2, 3, 4))))
+custom_hooks = [
+    dict(type='DistillScheduleHook'),
+    dict(type='TeacherEvalHook'),
+    dict(type='StudentExportHook'),
+]
