@@ -17,6 +17,7 @@ variant; CPU allocations are not tracked by torch), so it includes allocator cac
 may miss very short peaks.
 """
 import copy
+import logging
 import os
 import statistics
 import subprocess
@@ -24,10 +25,12 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 VARIANTS = ('student', 'teacher', 'distill')
@@ -42,6 +45,19 @@ def make_batch(model, batch_size: int, img_size: int, num_classes: int, seed: in
     return model.data_preprocessor(packed, True)
 
 
+@contextmanager
+def quiet_init_logs() -> Iterator[None]:
+    """Silence MMEngine's per-parameter weight-initialisation report (INFO) while the
+    variants are built; warnings still show."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def build_variants(config: str, device: str, teacher_ckpt: Optional[str] = None) -> Dict:
     """Build the distiller of ``config`` (teacher weights random unless ``teacher_ckpt``)
     and a separate copy of its student; returns the step functions."""
@@ -54,15 +70,16 @@ def build_variants(config: str, device: str, teacher_ckpt: Optional[str] = None)
     strip_pretrained(cfg)
     model_cfg = copy.deepcopy(cfg.model)
     scratch = tempfile.mkdtemp(prefix='mmkd_benchmark_')
-    # random weights cost the same as trained ones: a random teacher checkpoint and, for
-    # ND, a random class-means table of the right shape, unless a teacher is given
-    model_cfg.teacher_ckpt = teacher_ckpt or RandomCheckpointCache(scratch).get(
-        model_cfg.teacher)
-    random_class_means(model_cfg, scratch)
-    distiller = MODELS.build(model_cfg)
-    distiller.init_weights()
-    distiller.to(device)
-    student = MODELS.build(copy.deepcopy(cfg.model.student)).to(device)
+    with quiet_init_logs():
+        # random weights cost the same as trained ones: a random teacher checkpoint and,
+        # for ND, a random class-means table of the right shape, unless a teacher is given
+        model_cfg.teacher_ckpt = teacher_ckpt or RandomCheckpointCache(scratch).get(
+            model_cfg.teacher)
+        random_class_means(model_cfg, scratch)
+        distiller = MODELS.build(model_cfg)
+        distiller.init_weights()
+        distiller.to(device)
+        student = MODELS.build(copy.deepcopy(cfg.model.student)).to(device)
     student.load_state_dict(distiller.student.state_dict())
     return dict(cfg=cfg, distiller=distiller, student=student)
 
