@@ -19,6 +19,15 @@ def repo_path(*parts: str) -> str:
     return osp.join(REPO, *parts)
 
 
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, repo_path('tools', f'{name}.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
 def point_at_data(cfg: Config, data_root: str, max_iters: int = 2) -> Config:
     """Point a CPU-sized (synthetic-data) config at ``data_root``: no workers, a short
     schedule, evaluation at the end, a checkpoint every iteration."""

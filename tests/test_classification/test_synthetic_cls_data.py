@@ -2,7 +2,6 @@
 own CIFAR-100 reader, the ImageNet-layout folder."""
 import colorsys
 import hashlib
-import importlib.util
 import os.path as osp
 import pickle
 import subprocess
@@ -18,7 +17,7 @@ from mmkd.datasets import (SyntheticCIFAR100, class_names, generate_cifar_datase
                            generate_imagenet_folder, read_cls_stamp)
 from mmkd.datasets.synthetic_classification import COLOURS, class_factors
 
-from helpers import REPO
+from helpers import REPO, load_tool
 
 
 def md5(path: str) -> str:
@@ -145,9 +144,6 @@ def test_cli_skips_when_up_to_date(tmp_path, capsys):
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     assert 'wrote 20 train / 10 test images of 10 classes' in first.stdout
-    spec = importlib.util.spec_from_file_location(
-        'generate_cls_data', osp.join(REPO, 'tools', 'generate_cls_data.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('generate_cls_data')
     assert tool.main(args) == {}
     assert 'up to date' in capsys.readouterr().out

@@ -1,5 +1,4 @@
 """Tests for the deterministic synthetic shapes detection dataset."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -9,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import load_tool, repo_path
 from mmkd.datasets import (CLASSES, STAMP_FILE, coco_statistics,
                            detection_metainfo, generate_detection_dataset,
                            read_stamp, render_sample,
@@ -163,7 +163,6 @@ def test_config_reader_refuses_a_corrupt_json(dataset, tmp_path, corrupt, expect
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    from helpers import repo_path
     register_all_modules()
     out, _ = dataset
     data = _load(osp.join(out, 'annotations', 'instances_train.json'))
@@ -293,12 +292,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli_skips_when_stamp_matches(tmp_path, capsys):
-    script = osp.join(
-        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-        'tools', 'generate_data.py')
-    spec = importlib.util.spec_from_file_location('generate_data', script)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_tool('generate_data')
     out = str(tmp_path / 'data')
     argv = ['--out', out, '--num-train', '3', '--num-val', '2', '--img-size',
             '64', '--seed', '5']

@@ -1,7 +1,6 @@
 """ND (KD++) end to end: the class-means tool on the generated data (checked against an
 independent recomputation), the file read when training starts, refused when it does
 not fit, and the table restored from checkpoints (resume, test time)."""
-import importlib.util
 import math
 import os
 import os.path as osp
@@ -17,7 +16,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmengine.structures import BaseDataElement
 
-from helpers import REPO, load_config, repo_path, save_random_checkpoint
+from helpers import REPO, load_config, load_tool, repo_path, save_random_checkpoint
 from mmkd.apis import class_means as cm_api
 from mmkd.apis.class_means import (ClassMeanAccumulator, ClassifierCollector,
                                    write_class_means)
@@ -358,10 +357,7 @@ def test_cli(ckpts, tiny_det_data, tmp_path):
     assert means.shape == (NUM_CLASSES, 64) and meta['num_images'] == 2
     assert 'written to' in proc.stdout + proc.stderr
     # a config without an ND loss is refused with a one-line message (in-process)
-    spec = importlib.util.spec_from_file_location('class_means_tool',
-                                                  repo_path('tools', 'class_means.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('class_means')
     with pytest.raises(SystemExit, match='no distill loss of type NDLoss/DenseNDLoss'):
         tool.main([repo_path('configs/baselines/kd_faster_rcnn_r18_r18w16_fpn_synth.py'),
                    '--out', out])

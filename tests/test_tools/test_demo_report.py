@@ -68,13 +68,10 @@ def test_plot_is_written(tmp_path):
 def test_demo_has_every_config_for_both_detectors():
     """`tools/demo.py --detector D` trains the teacher, the student and each method's CPU
     config of D; each must exist (a missing one once failed 27 minutes into a demo)."""
-    import importlib.util
     import os.path as osp
 
-    from helpers import REPO
-    spec = importlib.util.spec_from_file_location('demo', osp.join(REPO, 'tools', 'demo.py'))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    from helpers import REPO, load_tool
+    demo = load_tool('demo')
     for det in ('retinanet', 'faster_rcnn'):
         for template in [demo.TEACHER_CFG, demo.STUDENT_CFG, *demo.METHOD_CFGS.values()]:
             assert osp.isfile(osp.join(REPO, template.format(det=det))), (det, template)
