@@ -98,8 +98,9 @@ RETINANET_TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
 def every_loss_config(tmp_path, data_root: str, max_iters: int) -> Config:
     """A RetinaNet config distilling with every method's losses at once (named
     ``<method>_<loss>``), a random teacher checkpoint ``tmp_path/teacher.pth``, a random
-    class-means file ``tmp_path/class_means.pth``; unshuffled data without random flip,
-    no workers, constant learning rate, a checkpoint and a log line every iteration."""
+    class-means file ``tmp_path/class_means.pth``, pointed at ``data_root`` by
+    ``point_at_data`` (batch 2, constant learning rate, a checkpoint and a log line every
+    iteration), unshuffled and without random flip, no evaluation."""
     from mmkd.utils import save_class_means
     teacher = save_random_checkpoint(Config.fromfile(repo_path(RETINANET_TEACHER)).model,
                                      str(tmp_path / 'teacher.pth'))
@@ -114,18 +115,10 @@ def every_loss_config(tmp_path, data_root: str, max_iters: int) -> Config:
     losses['nd_nd'].loss.class_means = means
     cfg.model.distill_losses = losses
     cfg.model.teacher_ckpt = teacher
-    root = data_root.rstrip('/') + '/'
-    for loader in (cfg.train_dataloader, cfg.val_dataloader):
-        loader.update(num_workers=0, persistent_workers=False)
-        loader.dataset.data_root = root
-    cfg.val_evaluator.ann_file = root + 'annotations/instances_val.json'
+    cfg = point_at_data(cfg, data_root, max_iters)
+    cfg.train_cfg.val_interval = 100  # no evaluation
     cfg.train_dataloader.sampler.shuffle = False
     cfg.train_dataloader.dataset.pipeline = [
         t for t in cfg.train_dataloader.dataset.pipeline if t.type != 'RandomFlip']
-    cfg.train_cfg.update(max_iters=max_iters, val_interval=100)
-    cfg.param_scheduler = []  # the full learning rate from step 1: sizeable updates
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=1)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.custom_hooks = [dict(type='DistillScheduleHook')]
-    cfg.log_level = 'WARNING'
     return cfg
