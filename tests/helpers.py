@@ -74,6 +74,19 @@ def save_random_checkpoint(model_cfg, path: str, seed: int = 0) -> str:
     return path
 
 
+#: the CPU teacher configs of the two detectors
+CPU_TEACHERS = dict(frcnn='configs/synthetic/faster_rcnn_r18_fpn_teacher_synth.py',
+                    retina='configs/synthetic/retinanet_r18_fpn_teacher_synth.py')
+
+
+def save_random_teachers(root, seed: int = 0) -> dict:
+    """Random-weight checkpoints of both CPU teachers, ``root/{frcnn,retina}.pth``;
+    returns ``dict(frcnn=path, retina=path)``."""
+    return {det: save_random_checkpoint(Config.fromfile(repo_path(path)).model,
+                                        osp.join(str(root), f'{det}.pth'), seed=seed)
+            for det, path in CPU_TEACHERS.items()}
+
+
 def detection_batch(model, seed: int = 0) -> dict:
     """A preprocessed training batch of two images (128x128 and 96x128, so the second is
     padded) with 3 and 2 random boxes of 4 classes."""
@@ -92,7 +105,6 @@ METHOD_CONFIGS = {
     'fcfd': 'configs/fcfd/fcfd_retinanet_r18_r18w16_fpn_synth.py',
     'amd': 'configs/amd/amd+l2_retinanet_r18_r18w16_fpn_synth.py',  # AMD + FPN L2
 }
-RETINANET_TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
 
 
 def every_loss_config(tmp_path, data_root: str, max_iters: int) -> Config:
@@ -102,7 +114,7 @@ def every_loss_config(tmp_path, data_root: str, max_iters: int) -> Config:
     ``point_at_data`` (batch 2, constant learning rate, a checkpoint and a log line every
     iteration), unshuffled and without random flip, no evaluation."""
     from mmkd.utils import save_class_means
-    teacher = save_random_checkpoint(Config.fromfile(repo_path(RETINANET_TEACHER)).model,
+    teacher = save_random_checkpoint(Config.fromfile(repo_path(CPU_TEACHERS['retina'])).model,
                                      str(tmp_path / 'teacher.pth'))
     means = str(tmp_path / 'class_means.pth')
     save_class_means(means, torch.randn(4, 64, generator=torch.Generator().manual_seed(0)),

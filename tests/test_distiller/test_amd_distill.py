@@ -18,14 +18,13 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import load_config, repo_path, save_random_checkpoint
+from helpers import load_config, repo_path, save_random_teachers
 from mmkd.models.distillers.detection_distiller import batch_valid_mask
 from mmkd.models.distillers.loss_binding import LossBinding
 from mmkd.models.losses.amd_loss import AMDLoss
 
 RETINA_TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
 RETINA_STUDENT = 'configs/synthetic/retinanet_r18w16_fpn_student_synth.py'
-FRCNN_TEACHER = 'configs/synthetic/faster_rcnn_r18_fpn_teacher_synth.py'
 RETINA_STRIDES = (8, 16, 32, 64, 128)  # P3-P7 of the CPU RetinaNet
 
 CPU_CONFIGS = [
@@ -42,10 +41,7 @@ def model_cfg(path: str):
 
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp('amd_ckpts')
-    return dict(
-        retina=save_random_checkpoint(model_cfg(RETINA_TEACHER), str(root / 'retina.pth')),
-        frcnn=save_random_checkpoint(model_cfg(FRCNN_TEACHER), str(root / 'frcnn.pth')))
+    return save_random_teachers(tmp_path_factory.mktemp('amd_ckpts'))
 
 
 def amd_binding(levels=(0, 1, 2), level_weights=(3.0, 2.0, 1.0), local_weight=0.0,

@@ -9,7 +9,8 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import detection_batch, load_config, repo_path, save_random_checkpoint
+from helpers import (detection_batch, load_config, repo_path, save_random_checkpoint,
+                     save_random_teachers)
 from mmkd.models.distillers import DetectionDistiller
 
 RETINA_TEACHER = 'configs/synthetic/retinanet_r18_fpn_teacher_synth.py'
@@ -24,10 +25,7 @@ def model_cfg(path: str) -> ConfigDict:
 
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp('ckpts')
-    return dict(
-        retina=save_random_checkpoint(model_cfg(RETINA_TEACHER), str(root / 'retina.pth')),
-        frcnn=save_random_checkpoint(model_cfg(FRCNN_TEACHER), str(root / 'frcnn.pth')))
+    return save_random_teachers(tmp_path_factory.mktemp('ckpts'))
 
 
 def build(student: str, teacher: str, ckpt: str, distill_losses: dict) -> DetectionDistiller:

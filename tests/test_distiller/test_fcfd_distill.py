@@ -13,7 +13,8 @@ from mmengine.model import BaseModel
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import detection_batch, load_config, repo_path, save_random_checkpoint
+from helpers import (CPU_TEACHERS, detection_batch, load_config, repo_path,
+                     save_random_checkpoint, save_random_teachers)
 from mmkd.models.distillers import BaseDistiller, LossBinding
 from mmkd.models.losses import FCFDDenseLoss, FCFDRoILoss
 from mmkd.registry import MODELS as MMKD_MODELS
@@ -22,9 +23,6 @@ from mmkd.utils.export import student_checkpoint
 CONFIGS = dict(
     frcnn='configs/fcfd/fcfd_faster_rcnn_r18_r18w16_fpn_synth.py',
     retina='configs/fcfd/fcfd_retinanet_r18_r18w16_fpn_synth.py')
-TEACHERS = dict(
-    frcnn='configs/synthetic/faster_rcnn_r18_fpn_teacher_synth.py',
-    retina='configs/synthetic/retinanet_r18_fpn_teacher_synth.py')
 STUDENTS = dict(
     frcnn='configs/synthetic/faster_rcnn_r18w16_fpn_student_synth.py',
     retina='configs/synthetic/retinanet_r18w16_fpn_student_synth.py')
@@ -35,11 +33,9 @@ INHERIT = ['neck', 'rpn_head', 'roi_head']
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp('fcfd_ckpts')
-    out = {det: save_random_checkpoint(Config.fromfile(repo_path(path)).model,
-                                       str(root / f'{det}.pth'), seed=5)
-           for det, path in TEACHERS.items()}
+    out = save_random_teachers(root, seed=5)
     out['frcnn_other'] = save_random_checkpoint(
-        Config.fromfile(repo_path(TEACHERS['frcnn'])).model, str(root / 'other.pth'), seed=7)
+        Config.fromfile(repo_path(CPU_TEACHERS['frcnn'])).model, str(root / 'other.pth'), seed=7)
     return out
 
 

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import detection_batch, load_config, repo_path, save_random_checkpoint
+from helpers import detection_batch, load_config, repo_path, save_random_teachers
 from mmkd.hooks import LSHBiasInitHook
 from mmkd.models.distillers.anchor_masks import anchor_keep_mask
 from mmkd.models.losses import DenseLSHLoss, LSHLoss
@@ -23,21 +23,13 @@ from mmkd.models.losses import DenseLSHLoss, LSHLoss
 CONFIGS = dict(
     frcnn='configs/lsh/lsh_faster_rcnn_r18_r18w16_fpn_synth.py',
     retina='configs/lsh/lsh_retinanet_r18_r18w16_fpn_synth.py')
-TEACHERS = dict(
-    frcnn='configs/synthetic/faster_rcnn_r18_fpn_teacher_synth.py',
-    retina='configs/synthetic/retinanet_r18_fpn_teacher_synth.py')
 SIGMA_FROM = dict(frcnn='roi_head.bbox_head.fc_cls.weight',
                   retina='bbox_head.retina_cls.weight')
 
 
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp('lsh_ckpts')
-    return {
-        det: save_random_checkpoint(Config.fromfile(repo_path(path)).model,
-                                    str(root / f'{det}.pth'), seed=5)
-        for det, path in TEACHERS.items()
-    }
+    return save_random_teachers(tmp_path_factory.mktemp('lsh_ckpts'), seed=5)
 
 
 def build(det: str, ckpt: str, seed: int = 0):

@@ -16,7 +16,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmengine.structures import BaseDataElement
 
-from helpers import REPO, load_config, load_tool, repo_path, save_random_checkpoint
+from helpers import REPO, load_config, load_tool, repo_path, save_random_teachers
 from mmkd.apis import class_means as cm_api
 from mmkd.apis.class_means import (ClassMeanAccumulator, ClassifierCollector,
                                    write_class_means)
@@ -25,19 +25,12 @@ from mmkd.utils.class_means import load_class_means, save_class_means
 
 CONFIGS = dict(frcnn='configs/nd/nd_faster_rcnn_r18_r18w16_fpn_synth.py',
                retina='configs/nd/nd_retinanet_r18_r18w16_fpn_synth.py')
-TEACHERS = dict(frcnn='configs/synthetic/faster_rcnn_r18_fpn_teacher_synth.py',
-                retina='configs/synthetic/retinanet_r18_fpn_teacher_synth.py')
 NUM_CLASSES = 4
 
 
 @pytest.fixture(scope='module')
 def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp('nd_ckpts')
-    return {
-        det: save_random_checkpoint(Config.fromfile(repo_path(path)).model,
-                                    str(root / f'{det}.pth'), seed=7)
-        for det, path in TEACHERS.items()
-    }
+    return save_random_teachers(tmp_path_factory.mktemp('nd_ckpts'), seed=7)
 
 
 def nd_config(det, data_root, work_dir, teacher_ckpt, class_means, max_iters=2,
