@@ -17,7 +17,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmkd  # noqa: E402,F401
 from mmkd.utils.cli import (allow_mmengine_checkpoints, apply_common_options,  # noqa: E402
-                            init_cpu_distributed)
+                            close_distributed, init_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,6 +64,7 @@ def main() -> None:
     init_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.test()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import mmkd  # noqa: E402,F401  (registers mmkd's models, losses and hooks)
 from mmkd.utils.checkpoint import (check_resume_checkpoint,  # noqa: E402
                                    find_resumable_checkpoint)
 from mmkd.utils.cli import (allow_mmengine_checkpoints, apply_common_options,  # noqa: E402
-                            init_cpu_distributed)
+                            close_distributed, init_cpu_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -72,6 +72,7 @@ def main() -> None:
     init_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -55,3 +55,15 @@ def init_cpu_distributed(cfg: Config) -> None:
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def close_distributed() -> None:
+    """End a multi-process run cleanly: wait for every rank, then destroy the process
+    group. Without it a rank that finishes first can exit while gloo's threads still
+    talk to the others, which aborts them (``terminate called without an active
+    exception``) after the work is done; PyTorch also warns about an undestroyed group.
+    Does nothing in a single-process run."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

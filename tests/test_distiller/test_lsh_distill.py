@@ -234,6 +234,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from mmkd.hooks import LSHBiasInitHook
 from mmkd.models.losses import LSHLoss
+from mmkd.utils.cli import close_distributed
 
 rank, world, init_file, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 dist.init_process_group('gloo', init_method='file://' + init_file, rank=rank,
@@ -266,6 +267,7 @@ torch.manual_seed(rank)  # must not matter
 LSHBiasInitHook(max_batches=2 * world, max_samples=10 ** 6).fit(model, shard(rank))
 torch.save(dict(bias=model.distill_losses['lsh'].loss.projection.bias,
                 weight=model.distill_losses['lsh'].loss.projection.weight), out)
+close_distributed()  # a rank exiting while gloo still talks to the other aborts it
 '''
 
 
@@ -276,8 +278,10 @@ def test_bias_hook_is_identical_across_ranks_and_uses_every_ranks_rows(tmp_path)
     script.write_text(DDP_WORKER)
     init = str(tmp_path / 'init')
     procs = [subprocess.Popen([sys.executable, str(script), str(r), '2', init,
-                               str(tmp_path / f'{r}.pth')]) for r in range(2)]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
+                               str(tmp_path / f'{r}.pth')], stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for err in errors]
     a, b = (torch.load(str(tmp_path / f'{r}.pth'), weights_only=True) for r in range(2))
     assert torch.equal(a['bias'], b['bias']) and torch.equal(a['weight'], b['weight'])
     rows = []

@@ -163,6 +163,7 @@ RANK_CHECK_WORKER = r'''
 import sys
 import torch
 import torch.distributed as dist
+from mmkd.utils.cli import close_distributed
 from mmkd.utils.rank_consistency import check_same_on_all_ranks
 
 rank, init_file = int(sys.argv[1]), sys.argv[2]
@@ -175,7 +176,8 @@ try:
     check_same_on_all_ranks(differs, 'teacher', 'load the same file')
 except RuntimeError as err:
     print(err)
-dist.destroy_process_group()
+close_distributed()
+assert not dist.is_initialized()
 '''
 
 
