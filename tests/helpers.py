@@ -2,6 +2,9 @@
 conftest is not importable by name once there are several)."""
 import os
 import os.path as osp
+import subprocess
+import sys
+from typing import Callable, List
 
 import torch
 from mmengine.config import Config
@@ -134,3 +137,20 @@ def every_loss_config(tmp_path, data_root: str, max_iters: int) -> Config:
         t for t in cfg.train_dataloader.dataset.pipeline if t.type != 'RandomFlip']
     cfg.custom_hooks = [dict(type='DistillScheduleHook')]
     return cfg
+
+
+def run_gloo_ranks(tmp_path, worker_source: str, extra_args: Callable[[int], list] = lambda r: [],
+                   world: int = 2) -> List[str]:
+    """Run ``worker_source`` as ``world`` processes with argv ``rank world init_file
+    *extra_args(rank)`` (``init_file`` for a ``file://`` gloo init); asserts that each
+    exited 0 (showing its stderr otherwise) and returns their stdouts, by rank."""
+    script = tmp_path / 'worker.py'
+    script.write_text(worker_source)
+    init = str(tmp_path / 'init')
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), str(world), init,
+                               *map(str, extra_args(r))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(world)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    return [out for out, _ in results]

@@ -3,8 +3,6 @@ embedding, RetinaNet on the unfolded cls tower with the keep mask), sigma from t
 teacher, reproducible hash buffers, and the median-bias hook."""
 import copy
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +13,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from helpers import detection_batch, load_config, repo_path, save_random_teachers
+from helpers import (detection_batch, load_config, repo_path, run_gloo_ranks,
+                     save_random_teachers)
 from mmkd.hooks import LSHBiasInitHook
 from mmkd.models.distillers.anchor_masks import anchor_keep_mask
 from mmkd.models.losses import DenseLSHLoss, LSHLoss
@@ -274,14 +273,7 @@ close_distributed()  # a rank exiting while gloo still talks to the other aborts
 def test_bias_hook_is_identical_across_ranks_and_uses_every_ranks_rows(tmp_path):
     """Two gloo ranks with different data: both end with the same bias, the median over
     the union of their rows (each rank used ceil(max_batches / world) = 2 batches)."""
-    script = tmp_path / 'worker.py'
-    script.write_text(DDP_WORKER)
-    init = str(tmp_path / 'init')
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), '2', init,
-                               str(tmp_path / f'{r}.pth')], stderr=subprocess.PIPE, text=True)
-             for r in range(2)]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err[-2000:] for err in errors]
+    run_gloo_ranks(tmp_path, DDP_WORKER, lambda r: [tmp_path / f'{r}.pth'])
     a, b = (torch.load(str(tmp_path / f'{r}.pth'), weights_only=True) for r in range(2))
     assert torch.equal(a['bias'], b['bias']) and torch.equal(a['weight'], b['weight'])
     rows = []

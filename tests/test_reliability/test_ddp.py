@@ -13,7 +13,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from helpers import REPO, every_loss_config
+from helpers import REPO, every_loss_config, run_gloo_ranks
 
 ITERS = 2
 #: logged losses: float32 sums in a different order (one batch of 4 vs two of 2 + all-reduce)
@@ -166,7 +166,7 @@ import torch.distributed as dist
 from mmkd.utils.cli import close_distributed
 from mmkd.utils.rank_consistency import check_same_on_all_ranks
 
-rank, init_file = int(sys.argv[1]), sys.argv[2]
+rank, init_file = int(sys.argv[1]), sys.argv[3]
 dist.init_process_group('gloo', init_method='file://' + init_file, rank=rank, world_size=2)
 same = {'backbone.conv1.weight': torch.arange(6.0).reshape(2, 3), 'bn.num_batches': torch.tensor(3)}
 check_same_on_all_ranks(same, 'teacher', 'load the same file')
@@ -184,15 +184,7 @@ assert not dist.is_initialized()
 def test_rank_check_names_the_first_differing_tensor(tmp_path):
     """Two gloo ranks: identical tensors pass; differing ones stop both ranks with a
     message naming the rank, the first differing tensor, the count and the fix."""
-    script = tmp_path / 'worker.py'
-    script.write_text(RANK_CHECK_WORKER)
-    init = str(tmp_path / 'init')
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), init],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for r in range(2)]
-    results = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
-    outputs = [out.strip() for out, _ in results]
+    outputs = [out.strip() for out in run_gloo_ranks(tmp_path, RANK_CHECK_WORKER)]
     expected = ("rank 1's teacher differs from rank 0's in 'head.fc.weight' (and 1 more); "
                 'load the same file')
     assert outputs == [expected, expected]
