@@ -11,3 +11,4 @@ from .amd_loss import AMDLoss, amd_loss  # noqa: F401
 from .dense_lsh_loss import DenseLSHLoss, dense_lsh_loss  # noqa: F401
 from .fcfd_loss import FCFDDenseLoss, FCFDRoILoss  # noqa: F401
 from .fcfd_cls_loss import FCFDClsLoss  # noqa: F401
+from .pkd_loss import PKDLoss, pkd_loss  # noqa: F401
