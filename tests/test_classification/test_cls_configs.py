@@ -99,6 +99,7 @@ def test_imagenet_settings():
     assert nd['kd'].loss.temperature == 1.0 and nd['kd'].schedule.warmup_epochs == 5
     fcfd = _losses(load('imagenet/fcfd_resnet34-resnet18_in1k.py'))['fcfd'].loss
     assert (fcfd.temperature, fcfd.l2_weight) == (1.0, 0.02)
+    assert fcfd.l2_warmup_epochs == 5  # the authors' IN/main.py (20 on CIFAR)
 
 
 @pytest.mark.parametrize('rel', CONFIGS)
