@@ -21,26 +21,21 @@
 # 5-9x its value between trained networks (measured on the CPU setting: 2.4-4.0 vs
 # 0.3-0.8 per level), and the student configs clip no gradients (mmdet's VOC schedule
 # has no LR warm-up either).
-_base_ = ['mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+#
+# The distiller of _base_/amd_faster-rcnn_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher and the loss settings below.
+_base_ = [
+    './_base_/amd_faster-rcnn_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 teacher_ckpt = 'work_dirs/faster-rcnn_r101_fpn_1x_voc0712/epoch_4.pth'
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
+    student=dict(roi_head=dict(bbox_head=dict(num_classes=20))),
     teacher='mmkd::teachers/faster-rcnn_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        fpn_amd=dict(
-            loss=dict(type='AMDLoss', local_weight=0.2, loss_weight=0.1),
-            inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck',
-                        valid_mask='valid_mask'),
-            levels=(1, 2, 3, 4),  # P3-P6
-            level_weights=((75 * 100)**2, (38 * 50)**2, (19 * 25)**2, (10 * 13)**2),
-            schedule=dict(warmup_iters=500))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
-]
+    distill_losses=dict(fpn_amd=dict(
+        # (H_l * W_l)^2 at the VOC pipeline's 800x600 (P3-P6), see the header
+        level_weights=((75 * 100)**2, (38 * 50)**2, (19 * 25)**2, (10 * 13)**2))),
+    teacher_ckpt=teacher_ckpt)

@@ -14,26 +14,18 @@
 # (the batch padding is masked out). loss_weight = 1.0 per level: the per-element MSE of FPN
 # features is O(0.1-1) at the start, the same order as the detector's own losses, and it
 # decays quickly as the regressor fits; tune in [0.5, 2] if it dominates.
-_base_ = ['mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+#
+# The distiller of _base_/fitnet_faster-rcnn_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher.
+_base_ = [
+    './_base_/fitnet_faster-rcnn_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 teacher_ckpt = 'work_dirs/faster-rcnn_r101_fpn_1x_voc0712/epoch_4.pth'
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
+    student=dict(roi_head=dict(bbox_head=dict(num_classes=20))),
     teacher='mmkd::teachers/faster-rcnn_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        fpn_fitnet=dict(
-            loss=dict(type='FeatureMSELoss', loss_weight=1.0),
-            inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck',
-                        valid_mask='valid_mask'),
-            levels=(0, 1, 2, 3, 4),
-            connectors=dict(student_feat=dict(type='ConvConnector', in_channels=256,
-                                              out_channels=256)))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
-]
+    teacher_ckpt=teacher_ckpt)

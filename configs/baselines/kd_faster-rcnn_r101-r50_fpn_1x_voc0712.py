@@ -13,23 +13,18 @@
 # RoI head is fed the student's RoIs on the teacher's FPN features). T = 1, batchmean
 # (sum over classes, mean over RoIs), loss_weight = 1.0: the same scale as the student's
 # own cross-entropy loss_cls.
-_base_ = ['mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+#
+# The distiller of _base_/kd_faster-rcnn_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher.
+_base_ = [
+    './_base_/kd_faster-rcnn_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 teacher_ckpt = 'work_dirs/faster-rcnn_r101_fpn_1x_voc0712/epoch_4.pth'
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
+    student=dict(roi_head=dict(bbox_head=dict(num_classes=20))),
     teacher='mmkd::teachers/faster-rcnn_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        roi_kd=dict(
-            loss=dict(type='KDLoss', temperature=1.0, mode='softmax', loss_weight=1.0),
-            inputs=dict(student_logits='student.roi.cls_score',
-                        teacher_logits='teacher.roi.cls_score'))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
-]
+    teacher_ckpt=teacher_ckpt)

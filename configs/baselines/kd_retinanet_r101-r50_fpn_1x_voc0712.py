@@ -16,24 +16,19 @@
 # positions, the reduction of Hinton's softmax KD (sum over classes, mean over samples).
 # Even so the term stays small next to the focal loss (which is divided by the number
 # of positive anchors, not of all anchors); raise it if the KD term is negligible.
-_base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+#
+# The distiller of _base_/kd_retinanet_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher and the loss settings below.
+_base_ = [
+    './_base_/kd_retinanet_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 teacher_ckpt = 'work_dirs/retinanet_r101_fpn_1x_voc0712/epoch_4.pth'
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
+    student=dict(bbox_head=dict(num_classes=20)),
     teacher='mmkd::teachers/retinanet_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        dense_kd=dict(
-            loss=dict(type='KDLoss', temperature=1.0, mode='sigmoid', loss_weight=20.0),
-            inputs=dict(student_logits='student.dense.cls_score',
-                        teacher_logits='teacher.dense.cls_score'),
-            levels=(0, 1, 2, 3, 4))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
-]
+    distill_losses=dict(dense_kd=dict(loss=dict(loss_weight=20.0))),  # num_classes
+    teacher_ckpt=teacher_ckpt)

@@ -1,32 +1,13 @@
 # PKD (Cao et al., NeurIPS 2022) baseline on COCO: RetinaNet R101-FPN teacher (mmdet model
 # zoo, 38.5 box AP) -> RetinaNet R50-FPN student, 1x schedule (12 epochs, 8 GPUs x 2
 # images, the student's own mmdet config unchanged).
-#
-# Loss (PKDLoss, as MMRazor's PKD): on the first four FPN levels (P3-P6), each
-# feature map is normalised per channel to zero mean and unit std (statistics over
-# the batch and all positions) and half the MSE of the normalised student and
-# teacher maps is minimised: 1 - Pearson correlation per channel, so the features'
-# magnitude no longer matters. loss_weight = 10 per level (MMRazor's RetinaNet-student configs).
-# No connector (both FPNs have 256 channels); the batch padding is not masked, as in
-# MMRazor (add valid_mask='valid_mask' to the inputs to mask it).
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-teacher_ckpt = ('https://download.openmmlab.com/mmdetection/v2.0/retinanet/'
-                'retinanet_r101_fpn_1x_coco/retinanet_r101_fpn_1x_coco_20200130-7a93545f.pth')
-model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
-    teacher='mmdet::retinanet/retinanet_r101_fpn_1x_coco.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        fpn_pkd=dict(
-            loss=dict(type='PKDLoss', loss_weight=10.0),
-            inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck'),
-            levels=(0, 1, 2, 3))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
+# Bases: those of the student's own mmdet config
+# (mmdet::retinanet/retinanet_r50_fpn_1x_coco.py), its model wrapped in the
+# distiller of _base_/pkd_retinanet_r101-r50_fpn.py, which describes the loss.
+_base_ = [
+    './_base_/pkd_retinanet_r101-r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/schedules/retinanet_1x_coco.py',
+    'mmdet::_base_/default_runtime.py',
+    'mmdet::retinanet/retinanet_tta.py',
 ]

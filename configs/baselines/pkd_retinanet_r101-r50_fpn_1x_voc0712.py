@@ -15,23 +15,18 @@
 # magnitude no longer matters. loss_weight = 10 per level (MMRazor's RetinaNet-student configs).
 # No connector (both FPNs have 256 channels); the batch padding is not masked, as in
 # MMRazor (add valid_mask='valid_mask' to the inputs to mask it).
-_base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+#
+# The distiller of _base_/pkd_retinanet_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher.
+_base_ = [
+    './_base_/pkd_retinanet_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 teacher_ckpt = 'work_dirs/retinanet_r101_fpn_1x_voc0712/epoch_4.pth'
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
+    student=dict(bbox_head=dict(num_classes=20)),
     teacher='mmkd::teachers/retinanet_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        fpn_pkd=dict(
-            loss=dict(type='PKDLoss', loss_weight=10.0),
-            inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck'),
-            levels=(0, 1, 2, 3))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
-]
+    teacher_ckpt=teacher_ckpt)

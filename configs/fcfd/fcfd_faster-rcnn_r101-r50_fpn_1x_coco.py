@@ -3,54 +3,12 @@
 # R50-FPN student, 1x schedule (12 epochs, 8 GPUs x 2 images, the student's own mmdet
 # config unchanged). The authors trained the same pair for the same number of images
 # (detectron2, 8 images x 180k iterations, lr 0.01) with AMP: add --amp to match.
-#
-# Loss (the authors' defaults: T = 1, every weight 1.0):
-# * bridges B_s->t and B_t->s: 3x3 conv (256 -> 256, no bias) + BN, Kaiming init, one per
-#   FPN level (B_t->s only on P2-P5, the levels the RoI extractor reads); trained with the
-#   student, dropped at export;
-# * appearance: sum over P2-P6 of MSE(B_s->t(P_s), P_t);
-# * on the student's 512 sampled RoIs per image: for x in {s = the student head on P_s,
-#   st = the frozen teacher head on B_s->t(P_s), ts = the student head on B_t->s(P_t)},
-#   KL(softmax(z_t) || softmax(z_x)) (sum over the 81 classes, mean over RoIs) + MSE of the
-#   class-specific box deltas against the teacher head's on P_t.
-# Optional "inherit" (the authors' FCFD-R50-R101-INHERIT): start the student's neck, RPN
-# and RoI head from the teacher's, e.g.
-#   --cfg-options "model.inherit=[neck,rpn_head,roi_head]"
-_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-teacher_ckpt = ('https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/'
-                'faster_rcnn_r101_fpn_1x_coco/faster_rcnn_r101_fpn_1x_coco_20200130-f513f705.pth')
-model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
-    teacher='mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py',
-    teacher_ckpt=teacher_ckpt,
-    inherit=None,
-    distill_losses=dict(
-        fcfd=dict(
-            loss=dict(
-                type='FCFDRoILoss',
-                in_channels=256,
-                num_levels=5,
-                num_roi_levels=4,
-                temperature=1.0,
-                app_weight=1.0,
-                kl_weight=1.0,
-                reg_weight=1.0),
-            inputs=dict(
-                student_feats='student.neck',
-                teacher_feats='teacher.neck',
-                rois='roi.rois',
-                student_cls='student.roi.cls_score',
-                student_reg='student.roi.bbox_pred',
-                teacher_cls='teacher.roi.cls_score',
-                teacher_reg='teacher.roi.bbox_pred',
-                student_roi_forward='student.roi_forward',
-                teacher_roi_forward='teacher.roi_forward'))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
+# Bases: those of the student's own mmdet config
+# (mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py), its model wrapped in the
+# distiller of _base_/fcfd_faster-rcnn_r101-r50_fpn.py, which describes the loss.
+_base_ = [
+    './_base_/fcfd_faster-rcnn_r101-r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
 ]

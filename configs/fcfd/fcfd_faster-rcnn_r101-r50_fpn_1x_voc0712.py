@@ -12,40 +12,18 @@
 # 256 -> 256 per FPN level, B_t->s on P2-P5 only; KL over the 21 VOC classes + background
 # and MSE of the class-specific box deltas, for the s, st and ts paths, on the student's
 # sampled RoIs). Optional: --cfg-options "model.inherit=[neck,rpn_head,roi_head]".
-_base_ = ['mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+#
+# The distiller of _base_/fcfd_faster-rcnn_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher.
+_base_ = [
+    './_base_/fcfd_faster-rcnn_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 teacher_ckpt = 'work_dirs/faster-rcnn_r101_fpn_1x_voc0712/epoch_4.pth'
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
+    student=dict(roi_head=dict(bbox_head=dict(num_classes=20))),
     teacher='mmkd::teachers/faster-rcnn_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    inherit=None,
-    distill_losses=dict(
-        fcfd=dict(
-            loss=dict(
-                type='FCFDRoILoss',
-                in_channels=256,
-                num_levels=5,
-                num_roi_levels=4,
-                temperature=1.0,
-                app_weight=1.0,
-                kl_weight=1.0,
-                reg_weight=1.0),
-            inputs=dict(
-                student_feats='student.neck',
-                teacher_feats='teacher.neck',
-                rois='roi.rois',
-                student_cls='student.roi.cls_score',
-                student_reg='student.roi.bbox_pred',
-                teacher_cls='teacher.roi.cls_score',
-                teacher_reg='teacher.roi.bbox_pred',
-                student_roi_forward='student.roi_forward',
-                teacher_roi_forward='teacher.roi_forward'))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
-]
+    teacher_ckpt=teacher_ckpt)

@@ -12,38 +12,19 @@
 # Loss: as in fcfd_retinanet_r101-r50_fpn_1x_coco.py (bridges 256 -> 256 on P3-P7; the
 # appearance MSE; sigmoid KL per anchor x class, T = 1, kl_weight = num_classes = 20, and
 # the deltas' MSE, for the s, st and ts paths; every location counts).
-_base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
+#
+# The distiller of _base_/fcfd_retinanet_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher and the loss settings below.
+_base_ = [
+    './_base_/fcfd_retinanet_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 teacher_ckpt = 'work_dirs/retinanet_r101_fpn_1x_voc0712/epoch_4.pth'
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
+    student=dict(bbox_head=dict(num_classes=20)),
     teacher='mmkd::teachers/retinanet_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        fcfd=dict(
-            loss=dict(
-                type='FCFDDenseLoss',
-                in_channels=256,
-                num_levels=5,
-                temperature=1.0,
-                app_weight=1.0,
-                kl_weight=20.0,
-                reg_weight=1.0,
-                score_thr=None),
-            inputs=dict(
-                student_feats='student.neck',
-                teacher_feats='teacher.neck',
-                student_cls='student.dense.cls_score',
-                student_reg='student.dense.bbox_pred',
-                teacher_cls='teacher.dense.cls_score',
-                teacher_reg='teacher.dense.bbox_pred',
-                student_dense_forward='student.dense_forward',
-                teacher_dense_forward='teacher.dense_forward'))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
-]
+    distill_losses=dict(fcfd=dict(loss=dict(kl_weight=20.0))),  # num_classes
+    teacher_ckpt=teacher_ckpt)

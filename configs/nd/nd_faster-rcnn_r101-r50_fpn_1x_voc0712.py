@@ -14,29 +14,22 @@
 #   (writes class_means below)
 # and train:
 #   bash tools/dist_train.sh configs/nd/nd_faster-rcnn_r101-r50_fpn_1x_voc0712.py 8
-_base_ = ['mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-teacher_ckpt = 'work_dirs/faster-rcnn_r101_fpn_1x_voc0712/epoch_4.pth'
-class_means = 'work_dirs/nd_faster-rcnn_r101-r50_fpn_1x_voc0712/class_means.pth'
-model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
-    teacher='mmkd::teachers/faster-rcnn_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        nd=dict(
-            loss=dict(type='NDLoss', class_means=class_means, num_classes=21,
-                      in_channels=1024, loss_weight=1.0),
-            inputs=dict(student_emb='student.roi.embedding',
-                        teacher_emb='teacher.roi.embedding', labels='roi.labels')),
-        roi_kd=dict(
-            loss=dict(type='KDLoss', temperature=1.0, mode='softmax', loss_weight=1.0),
-            inputs=dict(student_logits='student.roi.cls_score',
-                        teacher_logits='teacher.roi.cls_score'))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
+#
+# The distiller of _base_/nd_faster-rcnn_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher and the loss settings below.
+_base_ = [
+    './_base_/nd_faster-rcnn_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
 ]
+
+class_means = 'work_dirs/nd_faster-rcnn_r101-r50_fpn_1x_voc0712/class_means.pth'
+teacher_ckpt = 'work_dirs/faster-rcnn_r101_fpn_1x_voc0712/epoch_4.pth'
+model = dict(
+    student=dict(roi_head=dict(bbox_head=dict(num_classes=20))),
+    teacher='mmkd::teachers/faster-rcnn_r101_fpn_1x_voc0712.py',
+    distill_losses=dict(
+        # 20 classes + background
+        nd=dict(loss=dict(class_means=class_means, num_classes=21))),
+    teacher_ckpt=teacher_ckpt)

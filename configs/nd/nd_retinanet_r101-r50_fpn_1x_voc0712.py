@@ -14,31 +14,22 @@
 #   (writes class_means below)
 # and train:
 #   bash tools/dist_train.sh configs/nd/nd_retinanet_r101-r50_fpn_1x_voc0712.py 8
-_base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py']
-custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
-
-teacher_ckpt = 'work_dirs/retinanet_r101_fpn_1x_voc0712/epoch_4.pth'
-class_means = 'work_dirs/nd_retinanet_r101-r50_fpn_1x_voc0712/class_means.pth'
-model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    student={{_base_.model}},
-    teacher='mmkd::teachers/retinanet_r101_fpn_1x_voc0712.py',
-    teacher_ckpt=teacher_ckpt,
-    distill_losses=dict(
-        nd=dict(
-            loss=dict(type='DenseNDLoss', class_means=class_means, num_classes=20,
-                      in_channels=256, loss_weight=1.0),
-            inputs=dict(student_feats='student.bbox_head.cls_convs.3',
-                        teacher_feats='teacher.bbox_head.cls_convs.3',
-                        anchor_labels='dense.labels')),
-        dense_kd=dict(
-            loss=dict(type='KDLoss', temperature=1.0, mode='sigmoid', loss_weight=20.0),
-            inputs=dict(student_logits='student.dense.cls_score',
-                        teacher_logits='teacher.dense.cls_score'),
-            levels=(0, 1, 2, 3, 4))))
-custom_hooks = [
-    dict(type='DistillScheduleHook'),
-    dict(type='TeacherEvalHook'),
-    dict(type='StudentExportHook'),
+#
+# The distiller of _base_/nd_retinanet_r101-r50_fpn.py (shared with the COCO
+# config) with what differs on VOC: 20 classes, the VOC teacher and the loss settings below.
+_base_ = [
+    './_base_/nd_retinanet_r101-r50_fpn.py',  # the distiller, as on COCO
+    'mmdet::_base_/datasets/voc0712.py',
+    '../_base_/schedules/voc0712_1x.py',
+    'mmdet::_base_/default_runtime.py',
 ]
+
+class_means = 'work_dirs/nd_retinanet_r101-r50_fpn_1x_voc0712/class_means.pth'
+teacher_ckpt = 'work_dirs/retinanet_r101_fpn_1x_voc0712/epoch_4.pth'
+model = dict(
+    student=dict(bbox_head=dict(num_classes=20)),
+    teacher='mmkd::teachers/retinanet_r101_fpn_1x_voc0712.py',
+    distill_losses=dict(
+        nd=dict(loss=dict(class_means=class_means, num_classes=20)),
+        dense_kd=dict(loss=dict(loss_weight=20.0))),  # num_classes
+    teacher_ckpt=teacher_ckpt)
