@@ -6,10 +6,8 @@
 #
 # fpn_amd: exactly amd_faster_rcnn_r18_r18w16_fpn_synth.py (P2-P5, global + local, level
 #   weight 0.1 * (H*W)^2).
-# fpn_l2: exactly the FitNet baseline's term (fitnet_faster_rcnn_r18_r18w16_fpn_synth.py:
-#   FeatureMSELoss on all five outputs P2-P6, weight 1 per level, no connector: both FPNs
-#   have 64 channels), padding masked (all generated images are 128x128: no padding), so
-#   L2 + AMD against L2 differs by the AMD term alone.
+# fpn_l2: FeatureMSELoss on the same levels P2-P5, weight 1 per level, no connector (both
+#   FPNs have 64 channels), padding masked.
 _base_ = ['./amd_faster_rcnn_r18_r18w16_fpn_synth.py']
 
 model = dict(
@@ -18,4 +16,4 @@ model = dict(
             loss=dict(type='FeatureMSELoss', loss_weight=1.0),
             inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck',
                         valid_mask='valid_mask'),
-            levels=(0, 1, 2, 3, 4))))
+            levels=(0, 1, 2, 3))))

@@ -6,11 +6,9 @@
 #
 # fpn_amd: exactly amd_retinanet_r18_r18w16_fpn_synth.py (P3-P5, global + local, level
 #   weight 0.1 * (H*W)^2).
-# fpn_l2: exactly the FitNet baseline's term (fitnet_retinanet_r18_r18w16_fpn_synth.py:
-#   FeatureMSELoss on all five levels P3-P7, weight 1 per level, no connector: both FPNs
-#   have 64 channels), padding masked (all generated images are 128x128: no padding), so
-#   L2 + AMD against L2 differs by the AMD term alone. At the start L2 is ~1-3 per level and
-#   its gradient (~9) a bit above AMD's (~6-9).
+# fpn_l2: FeatureMSELoss on the same levels P3-P5, weight 1 per level, no connector (both
+#   FPNs have 64 channels; the plain-L2 calibration used none), padding masked. At the
+#   start L2 is ~1-3 per level and its gradient (~9) a bit above AMD's (~6-9).
 _base_ = ['./amd_retinanet_r18_r18w16_fpn_synth.py']
 
 model = dict(
@@ -19,4 +17,4 @@ model = dict(
             loss=dict(type='FeatureMSELoss', loss_weight=1.0),
             inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck',
                         valid_mask='valid_mask'),
-            levels=(0, 1, 2, 3, 4))))
+            levels=(0, 1, 2))))
