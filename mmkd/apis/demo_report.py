@@ -4,7 +4,7 @@ import json
 import os.path as osp
 import statistics
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75')
 
@@ -53,9 +53,18 @@ def _mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summary_rows(results: Sequence[RunResult]) -> List[Dict]:
-    """One row per run name: mean and spread of each metric over seeds, the AP gain over
-    the student alone and the share of the teacher–student AP gap it closes."""
+def summary_rows(results: Sequence[RunResult],
+                 bases: Optional[Dict[str, str]] = None) -> List[Dict]:
+    """One row per run name: mean and spread (sample std over seeds) of each metric, the
+    AP gain over the student alone, the share of the teacher–student AP gap it closes and,
+    for a run with a base in ``bases`` (run name -> name of the run it is compared with),
+    the AP gain over that base.
+
+    The gain over the base is *real* (``row['real']``) only when both have at least two
+    seeds and the gain exceeds the seed spread of each (``None``: not decidable with one
+    seed).
+    """
+    bases = bases or {}
     groups = _group(results)
     teacher = _mean_std([r.metrics['bbox_mAP'] for r in groups.get('teacher', [])] or [0.])[0]
     student = _mean_std([r.metrics['bbox_mAP'] for r in groups.get('student alone', [])]
@@ -65,11 +74,21 @@ def summary_rows(results: Sequence[RunResult]) -> List[Dict]:
         row = dict(name=name, seeds=len(runs))
         for metric in METRICS:
             row[metric] = _mean_std([r.metrics[metric] for r in runs])
-        ap = row['bbox_mAP'][0]
+        ap, std = row['bbox_mAP']
         if name not in ('teacher', 'student alone'):
             row['gain'] = ap - student
             gap = teacher - student
             row['gap_closed'] = (ap - student) / gap if gap > 0 else float('nan')
+        base = bases.get(name)
+        if base is not None and base in groups:
+            base_runs = groups[base]
+            base_ap, base_std = _mean_std([r.metrics['bbox_mAP'] for r in base_runs])
+            gain = ap - base_ap
+            row.update(base=base, gain_base=gain, spread=(std, base_std))
+            if len(runs) > 1 and len(base_runs) > 1:
+                row['real'] = bool(gain > std and gain > base_std)
+            else:
+                row['real'] = None
         rows.append(row)
     return rows
 
@@ -79,47 +98,68 @@ def _cell(value: Tuple[float, float], seeds: int) -> str:
     return f'{100 * mean:.1f} ± {100 * std:.1f}' if seeds > 1 else f'{100 * mean:.1f}'
 
 
-def _table_lines(results: Sequence[RunResult]) -> List[List[str]]:
-    lines = [['run', 'seeds', 'AP', 'AP50', 'AP75', 'gain (AP)', 'gap closed']]
-    for row in summary_rows(results):
+HEADER = ['run', 'seeds', 'AP', 'AP50', 'AP75', 'vs student', 'base', 'vs base (spreads)',
+          'real gain', 'gap closed']
+
+
+def _table_lines(results: Sequence[RunResult],
+                 bases: Optional[Dict[str, str]] = None) -> List[List[str]]:
+    lines = [list(HEADER)]
+    for row in summary_rows(results, bases):
+        if 'gain_base' in row:
+            run_std, base_std = row['spread']
+            vs_base = (f'{100 * row["gain_base"]:+.1f} (±{100 * run_std:.1f} / '
+                       f'±{100 * base_std:.1f})')
+            real = {True: 'yes', False: 'no', None: '1 seed'}[row['real']]
+        else:
+            vs_base = real = ''
         lines.append([
             row['name'], str(row['seeds']),
             *[_cell(row[m], row['seeds']) for m in METRICS],
             f'{100 * row["gain"]:+.1f}' if 'gain' in row else '',
+            row.get('base', ''), vs_base, real,
             f'{100 * row["gap_closed"]:.0f} %' if 'gap_closed' in row else '',
         ])
     return lines
 
 
-def format_table(results: Sequence[RunResult]) -> str:
+def format_table(results: Sequence[RunResult],
+                 bases: Optional[Dict[str, str]] = None) -> str:
     """A plain-text table for the terminal (COCO AP in %, mean ± std over seeds)."""
-    lines = _table_lines(results)
+    lines = _table_lines(results, bases)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    text = ['  '.join(c.ljust(w) for c, w in zip(line, widths)) for line in lines]
+    text = ['  '.join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, '  '.join('-' * w for w in widths))
     return '\n'.join(text)
 
 
-def markdown_table(results: Sequence[RunResult]) -> str:
-    lines = _table_lines(results)
+def markdown_table(results: Sequence[RunResult],
+                   bases: Optional[Dict[str, str]] = None) -> str:
+    lines = _table_lines(results, bases)
     out = ['| ' + ' | '.join(lines[0]) + ' |', '|' + '---|' * len(lines[0])]
     out += ['| ' + ' | '.join(line) + ' |' for line in lines[1:]]
     return '\n'.join(out)
 
 
 def markdown_report(results: Sequence[RunResult], detector: str, size: dict,
-                    minutes: float, plot: str) -> str:
+                    minutes: float, plot: str, bases: Optional[Dict[str, str]] = None,
+                    notes: Sequence[str] = (), jobs: int = 1) -> str:
     import platform
     import torch
-    machine = (f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} '
-               f'torch threads, {"CUDA" if torch.cuda.is_available() else "CPU only"}')
+    machine = (f'{platform.processor() or platform.machine()}, {jobs} run(s) side by side '
+               f'with one torch thread each, '
+               f'{"CUDA" if torch.cuda.is_available() else "CPU only"}')
     return '\n'.join([
         f'# mmkd demo: {detector} on the generated data', '',
         f'COCO box AP (%) on {size["num_val"]} generated validation images; students trained '
         f'{size["student_iters"]} iterations (batch 8) with seeds {list(size["seeds"])}, '
         f'the teacher {size["teacher_iters"]}. Mean ± standard deviation over seeds. '
+        '"vs student" = AP gain over the student alone; "vs base" = AP gain over the run '
+        'named in "base", with the seed spreads (std) of the run and of its base; '
+        '"real gain" = yes only when that gain exceeds both spreads. '
         '"gap closed" = (distilled − student alone) / (teacher − student alone).', '',
-        markdown_table(results), '',
+        markdown_table(results, bases), '',
+        *[f'{note}' for note in notes], '',
         f'![mAP and training loss]({plot})', '',
         f'Machine: {machine}. Whole demo: {minutes:.1f} min.', ''
     ])

@@ -75,3 +75,121 @@ def test_demo_has_every_config_for_both_detectors():
     for det in ('retinanet', 'faster_rcnn'):
         for template in [demo.TEACHER_CFG, demo.STUDENT_CFG, *demo.METHOD_CFGS.values()]:
             assert osp.isfile(osp.join(REPO, template.format(det=det))), (det, template)
+
+
+def test_gain_over_the_base_is_real_only_beyond_both_spreads():
+    results = [run('teacher', 0, 0.60), run('student alone', 0, 0.10),
+               run('student alone', 1, 0.12), run('student alone', 2, 0.11),
+               # L2: 0.30 ± 0.01
+               run('L2', 0, 0.29), run('L2', 1, 0.30), run('L2', 2, 0.31),
+               # LSH: 0.34 ± 0.01 -> +0.04 over L2, beyond both spreads
+               run('LSH', 0, 0.33), run('LSH', 1, 0.34), run('LSH', 2, 0.35),
+               # FCFD: 0.32 ± 0.03 -> +0.02 over L2, within its own spread
+               run('FCFD', 0, 0.29), run('FCFD', 1, 0.32), run('FCFD', 2, 0.35),
+               # AMD alone: one seed -> not decidable
+               run('AMD', 0, 0.2)]
+    bases = {'L2': 'student alone', 'LSH': 'L2', 'FCFD': 'L2', 'AMD': 'student alone'}
+    rows = {r['name']: r for r in summary_rows(results, bases)}
+    assert rows['LSH']['base'] == 'L2'
+    assert rows['LSH']['gain_base'] == pytest.approx(0.04)
+    assert rows['LSH']['spread'] == pytest.approx((0.01, 0.01))
+    assert rows['LSH']['real'] is True
+    assert rows['FCFD']['gain_base'] == pytest.approx(0.02) and rows['FCFD']['real'] is False
+    assert rows['L2']['real'] is True and rows['L2']['gain_base'] == pytest.approx(0.19)
+    assert rows['AMD']['real'] is None
+    # still measured against the student alone, whatever the base
+    assert rows['LSH']['gain'] == pytest.approx(0.23)
+    assert 'base' not in rows['student alone'] and 'base' not in rows['teacher']
+    table = format_table(results, bases)
+    lsh = next(line for line in table.splitlines() if line.startswith('LSH'))
+    assert '+4.0 (±1.0 / ±1.0)' in lsh and 'yes' in lsh
+    fcfd = next(line for line in table.splitlines() if line.startswith('FCFD'))
+    assert '+2.0 (±3.0 / ±1.0)' in fcfd and ' no ' in fcfd
+    assert '1 seed' in next(line for line in table.splitlines() if line.startswith('AMD'))
+
+
+def test_a_loss_below_its_base_is_never_a_real_gain():
+    results = [run('student alone', s, 0.10 + 0.001 * s) for s in range(3)] + \
+              [run('KD', s, 0.20 + 0.001 * s) for s in range(3)] + \
+              [run('KD++', s, 0.15 + 0.001 * s) for s in range(3)]
+    rows = {r['name']: r for r in summary_rows(results, {'KD++': 'KD', 'KD': 'student alone'})}
+    assert rows['KD++']['gain_base'] == pytest.approx(-0.05) and rows['KD++']['real'] is False
+    assert rows['KD']['real'] is True
+
+
+def test_progress_is_parsed_from_mmengine_log_lines():
+    demo = _demo()
+    log = '\n'.join([
+        '12/03 14:20:00 - mmengine - INFO - Checkpoints will be saved to /x.',
+        '12/03 14:20:01 - mmengine - INFO - Iter(train) [ 20/600]  base_lr: 1.0000e-02 '
+        'lr: 1.9e-03  eta: 0:04:51  time: 0.5012  data_time: 0.01  loss: 2.1',
+        '12/03 14:20:11 - mmengine - INFO - Iter(train) [ 40/600]  base_lr: 1.0000e-02 '
+        'lr: 3.9e-03  eta: 0:04:31  time: 0.4851  data_time: 0.01  loss: 1.9'])
+    progress = demo.parse_progress(log, 600)
+    assert (progress.iteration, progress.total, progress.eta, progress.phase) == \
+        (40, 600, '0:04:31', 'train')
+    line = demo.progress_bar('LSH (seed 1)', progress, 75.0, width=30)
+    assert line.startswith('LSH (seed 1)') and '[##' in line and '40/600' in line
+    assert 'eta 0:04:31' in line and '(1m15s)' in line
+    assert line.count('#') == 2  # 40/600 of 30
+    # the final evaluation, and a run that has logged nothing yet
+    done = demo.parse_progress(log.replace('40/600', '600/600') +
+                               '\n12/03 - mmengine - INFO - Iter(val) [10/19]  eta: 0:00:03', 600)
+    assert done.phase == 'eval' and done.iteration == 600
+    assert demo.parse_progress('', 600).phase == 'starting'
+    # the teacher's evaluation before training
+    assert demo.parse_progress('x - Iter(val) [ 5/19]  eta: 0:00:09', 600).phase == \
+        'teacher eval'
+    assert demo.parse_progress('Iter(train) [ 20/2400] lr: 1e-3 eta: 1 day, 2:03:04 t',
+                               2400).eta == '1 day, 2:03:04'
+
+
+def _demo():
+    from helpers import load_tool
+    return load_tool('demo')
+
+
+def test_every_method_is_compared_with_a_base_that_the_demo_trains():
+    demo = _demo()
+    names = {m.name for m in demo.METHODS} | {demo.STUDENT}
+    for method in demo.METHODS:
+        assert method.base in names, method
+    assert demo.BASES['KD++ (KD + ND)'] == 'KD' and demo.BASES['LSH'] == 'L2 (FitNet)'
+    assert demo.BASES['L2 + AMD'] == 'L2 (FitNet)' and demo.BASES['FCFD'] == 'L2 (FitNet)'
+    assert 'PKD' in demo.BASES
+    # asking for a method brings its base along
+    assert [m.key for m in demo.with_bases(['kd++', 'lsh'])] == ['kd', 'kd++', 'l2', 'lsh']
+    assert [m.key for m in demo.with_bases(['pkd'])] == ['pkd']
+    assert len(demo.FULL['seeds']) == 3
+
+
+def test_jobs_run_side_by_side_after_their_dependencies(tmp_path):
+    """run_jobs: two at a time, a job waits for what it needs, finished jobs are stamped
+    and reused, a failing job stops the demo with its log."""
+    import io
+    import sys
+    demo = _demo()
+    order = tmp_path / 'order.txt'
+
+    def job(key, after=(), seconds=0.0, code=0):
+        script = (f'import time; open({str(order)!r}, "a").write("start {key}\\n"); '
+                  f'time.sleep({seconds}); open({str(order)!r}, "a").write("end {key}\\n");'
+                  f' raise SystemExit({code})')
+        return demo.Job(key, key, [sys.executable, '-c', script],
+                        str(tmp_path / key / 'train.log'), 10, after=list(after),
+                        stamp=dict(k=key), stamp_file=str(tmp_path / f'{key}.json'))
+
+    board = demo.StatusBoard(0.0, stream=io.StringIO())
+    demo.run_jobs([job('teacher', seconds=1.0), job('alone', seconds=0.2),
+                   job('kd', after=['teacher'])], 2, board, poll=0.05)
+    events = order.read_text().split('\n')
+    # the teacher-free run went next to the teacher; kd only after the teacher ended
+    assert events.index('start alone') < events.index('end teacher')
+    assert events.index('end teacher') < events.index('start kd')
+    assert (tmp_path / 'kd.json').is_file()
+    order.write_text('')
+    demo.run_jobs([job('teacher'), job('kd', after=['teacher'])], 2, board, poll=0.05)
+    assert order.read_text() == '' and 'reusing' in board.stream.getvalue()
+    with pytest.raises(SystemExit, match='command failed'):
+        demo.run_jobs([job('bad', code=3)], 2, board, poll=0.05)
+    assert not (tmp_path / 'bad.json').is_file()
