@@ -15,6 +15,8 @@ model = dict(
     student={{_base_.model}},
     teacher='mmkd::classification/cifar100/resnet32x4_cifar100.py',
     teacher_ckpt=teacher_ckpt,
+    # the authors' teacher BatchNorm: batch statistics, running statistics left unchanged
+    teacher_bn='train',
     distill_losses=dict(
         fcfd=dict(
             loss=dict(

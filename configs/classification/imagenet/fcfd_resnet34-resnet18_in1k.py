@@ -15,6 +15,8 @@ model = dict(
     student={{_base_.model}},
     teacher='mmpretrain::resnet/resnet34_8xb32_in1k.py',
     teacher_ckpt=teacher_ckpt,
+    # the authors' teacher BatchNorm: batch statistics, running statistics left unchanged
+    teacher_bn='train',
     distill_losses=dict(
         fcfd=dict(
             loss=dict(

@@ -12,6 +12,8 @@ model = dict(
     student={{_base_.model}},
     teacher='mmkd::classification/synthetic/resnet32_synth.py',
     teacher_ckpt=teacher_ckpt,
+    # the authors' teacher BatchNorm: batch statistics, running statistics left unchanged
+    teacher_bn='train',
     distill_losses=dict(
         fcfd=dict(
             loss=dict(

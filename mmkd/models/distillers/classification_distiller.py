@@ -1,11 +1,12 @@
 """Distillation between two MMPretrain image classifiers (CIFAR / ImageNet ResNets...)."""
-from contextlib import ExitStack
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Union
 
 import torch
 import torch.nn as nn
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..recorders import ClassifierRecorder
 from .base_distiller import BaseDistiller, DistillStep
@@ -38,6 +39,27 @@ def batch_labels(data_samples: Sequence) -> Tensor:
                 'are not supported by label-based distill losses).')
         labels.append(label.reshape(1))
     return torch.cat(labels).long()
+
+
+#: the teacher's BatchNorm during distillation: running statistics, or batch statistics
+TEACHER_BN_MODES = ('eval', 'train')
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """While inside, every BatchNorm of ``model`` normalises with the statistics of the
+    batch it is given (as in training mode) **without** updating its running statistics
+    or ``num_batches_tracked`` (``track_running_stats`` is off meanwhile); the rest of
+    the model keeps its mode (e.g. Dropout stays off in an eval-mode teacher)."""
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    saved = [(bn.training, bn.track_running_stats) for bn in bns]
+    for bn in bns:
+        bn.training, bn.track_running_stats = True, False
+    try:
+        yield
+    finally:
+        for bn, (training, track) in zip(bns, saved):
+            bn.training, bn.track_running_stats = training, track
 
 
 class StagedClassifier:
@@ -124,6 +146,16 @@ class ClassificationDistiller(BaseDistiller):
     Args:
         head_fc (str): path of both classifiers' final ``nn.Linear`` (the logits /
             embedding sources). Defaults to ``'head.fc'`` (``LinearClsHead``).
+        teacher_bn (str): how the teacher's BatchNorm layers normalise while the distill
+            losses are computed. ``'eval'`` (default): with the teacher's running
+            statistics. ``'train'``: with the statistics of the batch they see — the
+            teacher's own forward and every teacher stage a loss runs (FCFD's
+            student→teacher mixed paths then normalise with the batch statistics of the
+            bridged student features) — as the FCFD authors, who keep the teacher in
+            train mode; unlike their code the teacher's running statistics are never
+            updated (its state, evaluation and checkpoint stay those of
+            ``teacher_ckpt``). Only BatchNorm changes: the teacher stays in eval mode
+            otherwise, frozen and under no_grad for its own forward.
         Others: see :class:`BaseDistiller`.
     """
 
@@ -138,7 +170,11 @@ class ClassificationDistiller(BaseDistiller):
                  init_cfg: Optional[dict] = None,
                  inherit: Optional[Sequence[str]] = None,
                  nonfinite: str = 'raise',
-                 head_fc: str = 'head.fc') -> None:
+                 head_fc: str = 'head.fc',
+                 teacher_bn: str = 'eval') -> None:
+        if teacher_bn not in TEACHER_BN_MODES:
+            raise ValueError(f'teacher_bn must be one of {TEACHER_BN_MODES}, got '
+                             f'{teacher_bn!r}.')
         # set before the base class registers the sources (which builds the recorders)
         object.__setattr__(self, 'head_fc', head_fc)
         object.__setattr__(self, 'head_recorders', {})
@@ -152,6 +188,21 @@ class ClassificationDistiller(BaseDistiller):
             data_preprocessor.setdefault('type', 'ClsDataPreprocessor')
         super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
                          init_cfg, inherit, nonfinite)
+        self.teacher_bn = teacher_bn
+
+    def _teacher_norms(self):
+        """The context the distill losses run in (see ``teacher_bn``)."""
+        return batch_statistics(self.teacher) if self.teacher_bn == 'train' else ExitStack()
+
+    def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
+        with self._teacher_norms():
+            return super().loss(inputs, data_samples)
+
+    def collect_loss_inputs(self, data_batch: dict, names: Union[str, Sequence[str]]):
+        """:meth:`BaseDistiller.collect_loss_inputs`, with the teacher's BatchNorm as in
+        training (``teacher_bn``)."""
+        with self._teacher_norms():
+            return super().collect_loss_inputs(data_batch, names)
 
     def _check_compatible(self) -> None:
         n_s, n_t = classifier_num_classes(self.student), classifier_num_classes(self.teacher)

@@ -8,8 +8,12 @@ Both networks are split into their ``K`` backbone stages (the residual layers:
 ``layer1..3`` of a CIFAR ResNet, ``layer1..4`` of an ImageNet ResNet; the stem is not a
 switch point). Bridges map a stage output of one network into the other's space:
 ``B_s→t[k]`` (``k = 0 .. K-1``) and ``B_t→s[k]`` (``k = 0 .. K-2``), each a 3×3 conv
-(no bias) + BN (+ LeakyReLU(0.1), because ResNet stages take post-ReLU inputs; the
-authors add it for ResNets), Kaiming-initialised. Besides the pure student and teacher
+(no bias) + BN (+ LeakyReLU(0.1) when the *target* network's stages take post-ReLU
+inputs, as ResNets do: the authors' ``stage_input == 'afterrelu'``, chosen per direction;
+their WRNs take pre-BN inputs and get none), Kaiming-initialised. Where the two stage
+outputs differ in resolution (``student_strides`` / ``teacher_strides``) the conv is a
+3×3 stride-2 conv (source twice the target's size) or a 4×4 stride-2 transposed conv
+(half its size), with a bias, as the authors build them. Besides the pure student and teacher
 paths, every iteration samples ``num_mixed_paths`` (2) paths from the "switch once" set
 
 * ``s→t`` after stage ``j``: student stages ``0..j``, ``B_s→t[j]``, teacher stages
@@ -21,8 +25,10 @@ paths, every iteration samples ``num_mixed_paths`` (2) paths from the "switch on
 ``j = 0 .. K-2`` (K = 3: the authors' 0011, 0001, 1100, 1110 with the stem counted as a
 stage). Losses (the student's cross-entropy is the student's own loss):
 
-* ``kl_s``: ``KL_T(p_t ‖ p_s) · T²`` on the student's logits; ``kl_mix``: the same for the
-  logits of each sampled mixed path (weight ``kl_weight`` each);
+* ``kl_s``: ``KL_T(p_t ‖ p_s) · T²`` on the student's logits (weight ``kl_weight``);
+  ``kl_mix``: the same for the logits of each sampled mixed path (weight
+  ``kl_mix_weight``, default ``kl_weight``; the authors' WRN-16-2 ← WRN-40-2 config uses
+  0.2);
 * ``l2``: at every stage ``k``, the MSE of each *teacher-space* feature other than the
   pure teacher's — the bridged student feature ``B_s→t[k](s_k)`` and the teacher-stage
   outputs of sampled ``s→t`` paths — to the pure teacher feature ``t_k``; at the last
@@ -34,8 +40,18 @@ Mixed paths keep **separate BatchNorm running statistics** in the student stages
 run (one set per mixed path and stage, sharing the affine parameters), so they never
 touch the statistics the student is evaluated with. As in the authors' code these
 statistics only serve to evaluate the (discarded) mixed paths, which mmkd never does;
-they are kept in memory, not in checkpoints. The teacher stays in eval mode (running
-statistics, unchanged) also on mixed paths.
+they are kept in memory, not in checkpoints. The teacher's BatchNorm mode is the
+distiller's ``teacher_bn``: ``'eval'`` (running statistics) or ``'train'`` (the authors':
+batch statistics, also on the mixed ``s→t`` paths, without updating the teacher's
+running statistics).
+
+Paths are drawn from the loss's own generator, seeded once from torch's global RNG (rank
+0's seed on every DDP rank), so all ranks sample the same paths. A ``t→s`` bridge that
+no path of a step uses gets a zero-contribution term (DDP without
+``find_unused_parameters`` sees a gradient for every parameter) and, right before the
+optimizer step, ``.grad = None`` (:mod:`mmkd.utils.step_skip`): the optimizer leaves it
+untouched that step — no weight decay, no momentum — as in the authors' code, where its
+gradient is ``None``.
 
 Bridges are trained with the student and dropped when the student is exported.
 ``forward`` returns ``dict(kl_s=..., kl_mix=..., l2=...)``; the distiller sums and logs
@@ -47,7 +63,7 @@ them. Wiring (see ``configs/classification/*/fcfd_*.py``)::
                 progress='progress')
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -56,6 +72,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmkd.registry import MODELS
+from mmkd.utils.step_skip import register_step_skip
 from ..distillers.loss_schedule import LossSchedule
 from .kd_loss import kd_loss
 
@@ -93,18 +110,53 @@ def fcfd_l2_terms(teacher_space: Sequence[Sequence[Tensor]],
     return total
 
 
-class FCFDBridge(nn.Sequential):
-    """``[B, C_in, H, W] -> [B, C_out, H, W]``: conv3×3 (no bias) + BN (+ LeakyReLU(0.1)),
-    Kaiming-normal (``fan_out``) conv, BN weight 1 / bias 0."""
+#: how a bridge changes the resolution: its source map is the same size, twice (``down``)
+#: or half (``up``) the size of its target
+RESAMPLE = ('none', 'down', 'up')
 
-    def __init__(self, in_channels: int, out_channels: int, activation: bool = True) -> None:
-        layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                  nn.BatchNorm2d(out_channels)]
+
+def bridge_resample(source_stride: int, target_stride: int, where: str) -> str:
+    """``'none'`` / ``'down'`` / ``'up'`` for a bridge from a stage output of total stride
+    ``source_stride`` to one of ``target_stride``."""
+    if source_stride == target_stride:
+        return 'none'
+    if target_stride == 2 * source_stride:
+        return 'down'
+    if source_stride == 2 * target_stride:
+        return 'up'
+    raise ValueError(f'FCFDClsLoss: {where}: a bridge from stride {source_stride} to stride '
+                     f'{target_stride} is not supported (the strides must be equal or differ '
+                     'by a factor of 2); fix student_strides / teacher_strides.')
+
+
+class FCFDBridge(nn.Sequential):
+    """``[B, C_in, H, W] -> [B, C_out, H', W']``: conv (Kaiming-normal, ``fan_out``) + BN
+    (weight 1, bias 0) (+ LeakyReLU(0.1)).
+
+    The conv is 3×3 stride 1 without bias (``resample='none'``, ``H' = H``), 3×3 stride 2
+    with bias (``'down'``, ``H' = ⌈H / 2⌉``) or a 4×4 stride-2 transposed conv with bias
+    and PyTorch's default init (``'up'``, ``H' = 2H``), as the authors' bridges.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, activation: bool = True,
+                 resample: str = 'none') -> None:
+        if resample not in RESAMPLE:
+            raise ValueError(f'FCFDBridge: resample must be one of {RESAMPLE}, got '
+                             f'{resample!r}.')
+        if resample == 'none':
+            conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        elif resample == 'down':
+            conv = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+        else:
+            conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)
+        layers = [conv, nn.BatchNorm2d(out_channels)]
         if activation:
             layers.append(nn.LeakyReLU(negative_slope=0.1))
         super().__init__(*layers)
         self.in_channels = in_channels
-        nn.init.kaiming_normal_(self[0].weight, mode='fan_out', nonlinearity='relu')
+        self.resample = resample
+        if isinstance(conv, nn.Conv2d):
+            nn.init.kaiming_normal_(conv.weight, mode='fan_out', nonlinearity='relu')
 
     def forward(self, x: Tensor) -> Tensor:
         if x.size(1) != self.in_channels:
@@ -112,6 +164,16 @@ class FCFDBridge(nn.Sequential):
                              f'of shape {tuple(x.shape)}; fix student_channels / '
                              'teacher_channels of FCFDClsLoss.')
         return super().forward(x)
+
+
+def _per_direction(value: Union[bool, Dict[str, bool]], name: str) -> Dict[str, bool]:
+    if isinstance(value, bool):
+        return dict(s2t=value, t2s=value)
+    if isinstance(value, dict) and set(value) == {'s2t', 't2s'} and all(
+            isinstance(v, bool) for v in value.values()):
+        return dict(value)
+    raise ValueError(f"FCFDClsLoss: {name} must be a bool or dict(s2t=bool, t2s=bool), "
+                     f'got {value!r}.')
 
 
 @MODELS.register_module()
@@ -123,14 +185,24 @@ class FCFDClsLoss(nn.Module):
             e.g. ``(16, 32, 64)`` for resnet20).
         teacher_channels (Sequence[int]): width of each teacher stage (``K`` entries).
         temperature (float): ``T`` of the KL terms (4 on CIFAR, 1 on ImageNet).
-        kl_weight (float): weight of each KL term (student and mixed paths). Defaults to 1.
+        kl_weight (float): weight of the student path's KL term. Defaults to 1.
+        kl_mix_weight (float, optional): weight of each mixed path's KL term. Defaults to
+            ``kl_weight`` (the authors' configs: 1; 0.2 for WRN-16-2 ← WRN-40-2).
         l2_weight (float): weight of the L2 term after the ramp. Defaults to 5.
         l2_warmup_epochs (int): epochs of the L2 ramp (0: none). Defaults to 20.
         num_mixed_paths (int): mixed paths sampled per iteration. Defaults to 2.
         directions (Sequence[str]): mixed-path directions to sample from: ``('s2t',
             't2s')`` (the authors' ``bi``, default), ``('s2t', )`` or ``('t2s', )``.
-        bridge_activation (bool): LeakyReLU(0.1) after the bridges' BN (the authors' choice
-            for ResNets, whose stages take post-ReLU inputs). Defaults to True.
+        bridge_activation (bool | dict): LeakyReLU(0.1) after the bridges' BN; a bool for
+            both directions or ``dict(s2t=..., t2s=...)``. The authors add it when the
+            bridge's *target* network takes post-ReLU stage inputs (ResNets, MobileNet,
+            ShuffleNetV2), not for WRN / VGG / MobileNetV2 / ShuffleNetV1 targets: for a
+            ResNet student and a WRN teacher, ``dict(s2t=False, t2s=True)``. Defaults to
+            True (ResNet pairs).
+        student_strides, teacher_strides (Sequence[int], optional): total stride of each
+            stage output (``K`` entries, e.g. ``(1, 2, 4)`` for a CIFAR ResNet, ``(4, 8,
+            16, 32)`` for an ImageNet ResNet). Where they differ by a factor of 2 the
+            bridge resamples (see :class:`FCFDBridge`). Defaults to equal resolutions.
         separate_bn_stats (bool): mixed paths keep their own BN running statistics in the
             student stages. Defaults to True.
     """
@@ -140,12 +212,15 @@ class FCFDClsLoss(nn.Module):
                  teacher_channels: Sequence[int],
                  temperature: float = 4.0,
                  kl_weight: float = 1.0,
+                 kl_mix_weight: Optional[float] = None,
                  l2_weight: float = 5.0,
                  l2_warmup_epochs: int = 20,
                  num_mixed_paths: int = 2,
                  directions: Sequence[str] = ('s2t', 't2s'),
-                 bridge_activation: bool = True,
-                 separate_bn_stats: bool = True) -> None:
+                 bridge_activation: Union[bool, Dict[str, bool]] = True,
+                 separate_bn_stats: bool = True,
+                 student_strides: Optional[Sequence[int]] = None,
+                 teacher_strides: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         student_channels, teacher_channels = list(student_channels), list(teacher_channels)
         if len(student_channels) != len(teacher_channels) or len(student_channels) < 2:
@@ -159,15 +234,30 @@ class FCFDClsLoss(nn.Module):
         self.student_channels, self.teacher_channels = student_channels, teacher_channels
         self.temperature = temperature
         self.kl_weight = kl_weight
+        self.kl_mix_weight = kl_weight if kl_mix_weight is None else kl_mix_weight
         self.l2_weight = l2_weight
         self.l2_schedule = LossSchedule(warmup_epochs=int(l2_warmup_epochs))
         self.separate_bn_stats = separate_bn_stats
+        activation = _per_direction(bridge_activation, 'bridge_activation')
+        strides = []
+        for name, value in (('student_strides', student_strides),
+                            ('teacher_strides', teacher_strides)):
+            value = [1] * self.num_stages if value is None else [int(v) for v in value]
+            if len(value) != self.num_stages or min(value) < 1:
+                raise ValueError(f'FCFDClsLoss: {name} needs {self.num_stages} positive '
+                                 f'entries (one per stage), got {value}.')
+            strides.append(value)
+        self.student_strides, self.teacher_strides = strides
         self.s2t = nn.ModuleList(
-            FCFDBridge(cs, ct, bridge_activation)
-            for cs, ct in zip(student_channels, teacher_channels))
+            FCFDBridge(cs, ct, activation['s2t'],
+                       bridge_resample(ss, ts, f's2t bridge of stage {k}'))
+            for k, (cs, ct, ss, ts) in enumerate(zip(
+                student_channels, teacher_channels, *strides)))
         self.t2s = nn.ModuleList(
-            FCFDBridge(ct, cs, bridge_activation)
-            for cs, ct in zip(student_channels[:-1], teacher_channels[:-1]))
+            FCFDBridge(ct, cs, activation['t2s'],
+                       bridge_resample(ts, ss, f't2s bridge of stage {k}'))
+            for k, (cs, ct, ss, ts) in enumerate(zip(
+                student_channels[:-1], teacher_channels[:-1], *strides)))
         self.mixed_paths: List[MixedPath] = [
             (d, j) for d in ('s2t', 't2s') if d in directions
             for j in range(self.num_stages - 1)]
@@ -177,12 +267,48 @@ class FCFDClsLoss(nn.Module):
         self.num_mixed_paths = num_mixed_paths
         self._bn_stats: Dict[Tuple[str, int], List[Tuple[Tensor, Tensor, Tensor]]] = {}
         self.last_paths: List[MixedPath] = []
+        self._generator: Optional[torch.Generator] = None
+        #: t2s bridges some forward used since the last optimizer step
+        self._used_t2s: Set[int] = set()
+        self.step_pending = False
+        register_step_skip(self)
+
+    def __setstate__(self, state: dict) -> None:  # deepcopy / unpickling: register too
+        super().__setstate__(state)
+        register_step_skip(self)
 
     # ---------------------------------------------------------------- helpers
     def sample_paths(self) -> List[MixedPath]:
-        """``num_mixed_paths`` distinct mixed paths, drawn with torch's global RNG."""
-        order = torch.randperm(len(self.mixed_paths))[:self.num_mixed_paths].tolist()
+        """``num_mixed_paths`` distinct mixed paths, drawn with the loss's generator
+        (created on first use, seeded from torch's global RNG; in a distributed run with
+        rank 0's seed, so every rank draws the same paths)."""
+        if self._generator is None:
+            self._generator = self._new_generator()
+        order = torch.randperm(len(self.mixed_paths),
+                               generator=self._generator)[:self.num_mixed_paths].tolist()
         return [self.mixed_paths[i] for i in sorted(order)]
+
+    @staticmethod
+    def _new_generator() -> torch.Generator:
+        seed = torch.randint(0, 2**62, (1, ))
+        from mmengine.dist import broadcast, get_world_size
+        if get_world_size() > 1:  # once per run: the same paths on every rank
+            broadcast(seed, src=0)
+        return torch.Generator().manual_seed(int(seed))
+
+    # ------------------------------------------------- unsampled bridges (step_skip)
+    def before_optimizer_step(self, held: Set[int]) -> None:
+        """Called right before an optimizer step (see :mod:`mmkd.utils.step_skip`): if
+        that optimizer holds the bridges, drop the gradient of every ``t→s`` bridge no
+        path used since the last step, so that the step leaves it untouched."""
+        if not any(id(p) in held for p in self.s2t.parameters()):
+            return
+        for j, bridge in enumerate(self.t2s):
+            if j not in self._used_t2s:
+                for p in bridge.parameters():
+                    p.grad = None
+        self._used_t2s = set()
+        self.step_pending = False
 
     @contextmanager
     def own_bn_stats(self, modules: Sequence[nn.Module], tag: str) -> Iterator[None]:
@@ -218,11 +344,18 @@ class FCFDClsLoss(nn.Module):
                 raise ValueError(f'FCFDClsLoss: the {name} stages have {got} channels but the '
                                  f'loss was built with {name}_channels={channels}.')
         for k, (s, t) in enumerate(zip(student_feats, teacher_feats)):
-            if s.shape[-2:] != t.shape[-2:] or s.shape[0] != t.shape[0]:
-                raise ValueError(
-                    f'FCFDClsLoss: stage {k}: student {tuple(s.shape)} and teacher '
-                    f'{tuple(t.shape)} must have the same batch size and H x W (bridges are '
-                    '3x3 convs without resampling).')
+            if s.shape[0] != t.shape[0]:
+                raise ValueError(f'FCFDClsLoss: stage {k}: student {tuple(s.shape)} and '
+                                 f'teacher {tuple(t.shape)} have different batch sizes.')
+
+    @staticmethod
+    def _check_bridged(out: Tensor, target: Tensor, where: str) -> Tensor:
+        if out.shape[-2:] != target.shape[-2:]:
+            raise ValueError(
+                f'FCFDClsLoss: the {where} gives {tuple(out.shape[-2:])} maps but the other '
+                f'network has {tuple(target.shape[-2:])} there; give the stages\' strides '
+                '(student_strides / teacher_strides) so that the bridges resample.')
+        return out
 
     # ---------------------------------------------------------------- forward
     def forward(self,
@@ -260,7 +393,9 @@ class FCFDClsLoss(nn.Module):
         else:
             ramp = self.l2_schedule.factor(*progress)
         teacher_feats = tuple(t.detach() for t in teacher_feats)
-        bridged = [bridge(s) for bridge, s in zip(self.s2t, student_feats)]
+        bridged = [self._check_bridged(bridge(s), t, f's2t bridge of stage {k}')
+                   for k, (bridge, s, t) in enumerate(zip(self.s2t, student_feats,
+                                                          teacher_feats))]
         teacher_space: List[List[Tensor]] = [[b] for b in bridged]
 
         T = self.temperature
@@ -277,23 +412,29 @@ class FCFDClsLoss(nn.Module):
                 logits = teacher_net.head(outs[-1])
             else:
                 used_t2s.add(j)
-                x = self.t2s[j](teacher_feats[j])
+                x = self._check_bridged(self.t2s[j](teacher_feats[j]), student_feats[j],
+                                        f't2s bridge of stage {j}')
                 modules = [student_net.stage_module(k) for k in range(j + 1, self.num_stages)]
                 with self.own_bn_stats(modules, f't2s{j}'):
                     outs = student_net.run_stages(x, j + 1)
                 logits = student_net.head(outs[-1])
             kl_mix = kl_mix + kd_loss(logits, teacher_logits, T)
         l2 = fcfd_l2_terms(teacher_space, teacher_feats)
-        # bridges of paths not sampled this step get a zero gradient (DDP sees them all)
+        # bridges of paths not sampled this step get a zero gradient (DDP sees them all),
+        # which before_optimizer_step turns into None (the step leaves them untouched)
         unused = [p for j, b in enumerate(self.t2s) if j not in used_t2s
                   for p in b.parameters()]
         if unused:
             kl_mix = kl_mix + 0. * sum(p.sum() for p in unused)
-        return dict(kl_s=self.kl_weight * kl_s, kl_mix=self.kl_weight * kl_mix,
+        if torch.is_grad_enabled():
+            self._used_t2s |= used_t2s
+            self.step_pending = True
+        return dict(kl_s=self.kl_weight * kl_s, kl_mix=self.kl_mix_weight * kl_mix,
                     l2=(self.l2_weight * ramp) * l2)
 
     def extra_repr(self) -> str:
         return (f'stages={self.num_stages}, T={self.temperature}, kl_weight={self.kl_weight}, '
+                f'kl_mix_weight={self.kl_mix_weight}, '
                 f'l2_weight={self.l2_weight}, l2_warmup_epochs='
                 f'{self.l2_schedule.warmup_epochs}, mixed_paths={self.num_mixed_paths} of '
                 f'{self.mixed_paths}')
