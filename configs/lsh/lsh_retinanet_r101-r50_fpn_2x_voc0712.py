@@ -104,9 +104,7 @@ model = dict(
                 sigma='bbox_head.retina_cls.weight',
                 bias=0.0,
                 with_l2=True,
-                loss_weight=7.0,
-                chunk_size=4096,
-                checkpoint=True),
+                loss_weight=7.0),
             inputs=dict(student_feat='student.bbox_head.cls_convs.3',
                         teacher_feat='teacher.bbox_head.cls_convs.3',
                         mask='dense.keep_mask'))))

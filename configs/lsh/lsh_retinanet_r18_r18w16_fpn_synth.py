@@ -27,9 +27,6 @@ model = dict(
                 sigma='bbox_head.retina_cls.weight',
                 bias=0.0,
                 with_l2=True,
-                # ~2.7k rows per batch here: keep the hash logits for backward instead of
-                # recomputing them (the full-size configs keep the memory-saving default)
-                checkpoint=False,
                 loss_weight=7.0),
             inputs=dict(student_feat='student.bbox_head.cls_convs.3',
                         teacher_feat='teacher.bbox_head.cls_convs.3',

@@ -1,13 +1,15 @@
 """DenseLSHLoss (LSHFM on RetinaNet's cls tower): golden values against an independent
 float64 computation (neighbourhoods gathered by slicing, per-location BCE / MSE written out,
-per-image mean over kept locations, then mean over images with any), gradients, AMP, and
-the memory bound of the chunked / recomputed path."""
+per-image mean over kept locations, then mean over images with any), the same loss and
+gradient as the unfolded ``lsh_loss`` it replaces, gradients, AMP, the bf16 / tf32 hashing
+options, and what the fused convolution path keeps for backward."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmkd.models.losses import DenseLSHLoss, dense_lsh_loss
+from mmkd.models.losses import DenseLSHLoss, dense_lsh_loss, lsh_loss
+from mmkd.models.losses.dense_lsh_loss import unfold_levels
 from mmkd.registry import MODELS
 
 C = 4
@@ -65,10 +67,10 @@ def close(a, b, rtol=1e-5, atol=1e-7):
 
 
 @pytest.mark.parametrize('with_l2', [True, False])
-@pytest.mark.parametrize('chunk_size, checkpoint', [(7, True), (7, False), (10 ** 6, False)])
-def test_golden_value_and_gradient(with_l2, chunk_size, checkpoint):
+@pytest.mark.parametrize('logits_per_chunk', [7, 500, 10 ** 6])
+def test_golden_value_and_gradient(with_l2, logits_per_chunk):
     loss = DenseLSHLoss(D, num_hashes=H, sigma=0.4, bias=0.05, with_l2=with_l2,
-                        loss_weight=7.0, chunk_size=chunk_size, checkpoint=checkpoint)
+                        loss_weight=7.0, logits_per_chunk=logits_per_chunk)
     fs = [x.requires_grad_() for x in levels(seed=2)]
     ft = levels(seed=3)
     masks = keep_masks()
@@ -89,19 +91,59 @@ def test_golden_value_and_gradient(with_l2, chunk_size, checkpoint):
     assert any(x.grad[0].abs().sum() > 0 for x in fs)
 
 
+@pytest.mark.parametrize('with_l2', [True, False])
+@pytest.mark.parametrize('masked', [True, False])
+def test_float64_equals_the_unfolded_lsh_loss(with_l2, masked):
+    """The convolution path is an exact rewrite of ``lsh_loss`` on the unfolded
+    ``[B, L, 9C]`` features (the implementation it replaced): in float64, loss and student
+    gradient to 1e-6 relative, masks included. The unfolded path's own arithmetic is
+    fp32, so it is evaluated here on float64 copies written out with its formula."""
+    g = torch.Generator().manual_seed(21)
+    w = torch.randn(H, D, generator=g, dtype=torch.float64) * 0.3
+    b = torch.randn(H, generator=g, dtype=torch.float64) * 0.1
+    fs = [x.double().requires_grad_() for x in levels(seed=22)]
+    fs_ref = [x.detach().clone().requires_grad_() for x in fs]
+    ft = [x.double() for x in levels(seed=23)]
+    masks = keep_masks(seed=24) if masked else None
+
+    out = dense_lsh_loss(fs, ft, w, b, mask=masks, with_l2=with_l2, logits_per_chunk=50)
+    assert out.dtype == torch.float64
+    # the replaced path: unfold, then the [B, L, D] lsh_loss, here in float64
+    u_s, u_t = unfold_levels(fs_ref), unfold_levels(ft)
+    keep = None if masks is None else torch.cat(masks, 1)
+    logits, target = u_s @ w.t() + b, ((u_t @ w.t() + b) > 0).double()
+    per_loc = F.binary_cross_entropy_with_logits(logits, target, reduction='none').mean(-1)
+    if with_l2:
+        per_loc = per_loc + (u_s - u_t).pow(2).mean(-1)
+    keep_f = torch.ones_like(per_loc) if keep is None else keep.double()
+    per_image = (per_loc * keep_f).sum(1) / keep_f.sum(1).clamp(min=1)
+    valid = (keep_f.sum(1) > 0).double()
+    expect = (per_image * valid).sum() / valid.sum()
+    torch.testing.assert_close(out, expect, rtol=1e-6, atol=0)
+    out.backward()
+    expect.backward()
+    for got, want in zip(fs, fs_ref):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-6, atol=1e-12)
+    # and the fp32 lsh_loss itself (today's unfolded computation) agrees to fp32 rounding
+    fp32 = lsh_loss(unfold_levels([x.detach().float() for x in fs]),
+                    unfold_levels([x.float() for x in ft]), w.float(), b.float(),
+                    mask=keep, with_l2=with_l2)
+    torch.testing.assert_close(fp32.double(), expect.detach(), rtol=1e-5, atol=1e-7)
+
+
 def test_no_mask_is_mean_over_all_locations_and_functional_core():
-    loss = DenseLSHLoss(D, num_hashes=H, sigma=1.3, chunk_size=5)
+    loss = DenseLSHLoss(D, num_hashes=H, sigma=1.3, logits_per_chunk=5)
     fs, ft = levels(batch=2, seed=4), levels(batch=2, seed=5)
     w, b = loss.projection.weight, loss.projection.bias
     expect = reference(fs, ft, w, b)
     assert close(loss(fs, ft), expect)
-    assert close(dense_lsh_loss(fs, ft, w, b, chunk_size=3), expect)
+    assert close(dense_lsh_loss(fs, ft, w, b, logits_per_chunk=3), expect)
     # a single map is one level
     assert close(loss(fs[0], ft[0]), reference(fs[:1], ft[:1], w, b))
 
 
 def test_all_locations_dropped_is_zero_with_finite_grad():
-    loss = DenseLSHLoss(D, num_hashes=H, chunk_size=16)
+    loss = DenseLSHLoss(D, num_hashes=H, logits_per_chunk=16)
     fs = [x.requires_grad_() for x in levels(batch=2, seed=6)]
     masks = [torch.zeros(2, h * w, dtype=torch.bool) for h, w in SIZES]
     out = loss(fs, levels(batch=2, seed=7), mask=masks)
@@ -111,7 +153,7 @@ def test_all_locations_dropped_is_zero_with_finite_grad():
 
 
 def test_gradient_reaches_only_the_student():
-    loss = DenseLSHLoss(D, num_hashes=H, chunk_size=9)
+    loss = DenseLSHLoss(D, num_hashes=H, logits_per_chunk=9)
     fs = [x.requires_grad_() for x in levels(seed=8)]
     ft = [x.requires_grad_() for x in levels(seed=9)]
     loss(fs, ft, mask=keep_masks()).backward()
@@ -122,7 +164,7 @@ def test_gradient_reaches_only_the_student():
 
 
 def test_bf16_autocast_large_activations_stay_finite():
-    loss = DenseLSHLoss(D, num_hashes=H, chunk_size=11, loss_weight=7.0)
+    loss = DenseLSHLoss(D, num_hashes=H, logits_per_chunk=11, loss_weight=7.0)
     fs = [x.bfloat16().requires_grad_() for x in levels(seed=10, scale=1e3)]
     ft = [x.bfloat16() for x in levels(seed=11, scale=1e3)]
     masks = keep_masks()
@@ -150,28 +192,59 @@ def saved_bytes(fn):
     return out, total[0]
 
 
-def test_recomputation_bounds_what_is_kept_for_backward():
+def test_backward_keeps_only_the_student_gradient_at_tower_width():
+    """The fused path stores, for backward, the student's gradient at C channels and
+    nothing else: no unfolded [B·L, 9C] copy, no [B·L, H] logits, whatever H."""
     batch, hashes = 2, 512
-    loss_ckpt = DenseLSHLoss(D, num_hashes=hashes, chunk_size=16, checkpoint=True)
-    loss_keep = DenseLSHLoss(D, num_hashes=hashes, chunk_size=16, checkpoint=False)
     ft = levels(batch=batch, seed=13)
-    fs_a = [x.requires_grad_() for x in levels(batch=batch, seed=12)]
-    fs_b = [x.detach().clone().requires_grad_() for x in fs_a]
-    out_a, kept_a = saved_bytes(lambda: loss_ckpt(fs_a, ft))
-    out_b, kept_b = saved_bytes(lambda: loss_keep(fs_b, ft))
+    fs = [x.requires_grad_() for x in levels(batch=batch, seed=12)]
+    loss = DenseLSHLoss(D, num_hashes=hashes, logits_per_chunk=16)
+    out, kept = saved_bytes(lambda: loss(fs, ft))
     rows = batch * sum(h * w for h, w in SIZES)
-    logits_bytes = rows * hashes * 4
-    features_bytes = rows * D * 4
-    # without recomputation: fp32 logits and targets of every location
-    assert kept_b >= 2 * logits_bytes
-    # with it: only each chunk's inputs (views of the unfolded student / teacher
-    # features) and its weights, whatever the number of hashes
-    assert kept_a <= 2 * features_bytes + rows * 4 + 1024
-    assert torch.equal(out_a, out_b)
-    out_a.backward()
-    out_b.backward()
-    for a, b in zip(fs_a, fs_b):
-        torch.testing.assert_close(a.grad, b.grad)
+    tower_bytes = rows * C * 4
+    assert kept <= tower_bytes + 1024
+    out.backward()
+    fs64 = [x.detach().double().requires_grad_() for x in fs]
+    reference(fs64, ft, loss.projection.weight, loss.projection.bias).backward()
+    for got, want in zip(fs, fs64):
+        assert close(got.grad, want.grad, rtol=1e-4, atol=1e-9)
+
+
+def test_no_grad_student_stores_nothing():
+    fs, ft = levels(seed=15), levels(seed=16)
+    loss = DenseLSHLoss(D, num_hashes=H)
+    out, kept = saved_bytes(lambda: loss(fs, ft))
+    assert kept == 0 and out.grad_fn is None
+    assert close(out, reference(fs, ft, loss.projection.weight, loss.projection.bias))
+
+
+def test_bf16_hashing_is_close_and_flips_few_bits():
+    """hash_dtype='bf16' rounds the projection's operands: the loss stays within bf16
+    rounding of fp32 and only teacher bits with a logit near 0 can flip."""
+    fs = [x.requires_grad_() for x in levels(seed=17)]
+    ft = levels(seed=18)
+    exact = DenseLSHLoss(D, num_hashes=H, sigma=0.5)
+    low = DenseLSHLoss(D, num_hashes=H, sigma=0.5, hash_dtype='bf16')
+    torch.testing.assert_close(low.projection.weight, exact.projection.weight)
+    a, b = exact(fs, ft), low(fs, ft)
+    assert b.dtype == torch.float32
+    assert abs(float(a.detach()) - float(b.detach())) < 1e-2 * float(a.detach())
+    ga = torch.autograd.grad(a, fs)
+    gb = torch.autograd.grad(b, fs)
+    for x, y in zip(ga, gb):
+        assert (x - y).norm() < 0.05 * x.norm()
+    w = exact.projection.weight
+    logits = unfold_levels(ft) @ w.t()
+    logits_bf16 = (unfold_levels(ft).bfloat16() @ w.t().bfloat16()).float()
+    flipped = ((logits > 0) != (logits_bf16 > 0)).float().mean()
+    assert flipped < 0.01
+
+
+def test_tf32_off_cuda_is_exact_fp32():
+    fs, ft = levels(seed=19), levels(seed=20)
+    exact = DenseLSHLoss(D, num_hashes=H, sigma=0.5)(fs, ft)
+    tf32 = DenseLSHLoss(D, num_hashes=H, sigma=0.5, hash_dtype='tf32')(fs, ft)
+    assert torch.equal(exact, tf32)
 
 
 def test_registered_defaults_sigma_and_bias_samples():
@@ -201,6 +274,10 @@ def test_registered_defaults_sigma_and_bias_samples():
 def test_input_errors_name_the_fix():
     with pytest.raises(ValueError, match='9 x the tower channels'):
         DenseLSHLoss(100)
+    with pytest.raises(ValueError, match="hash_dtype must be one of .*'fp16'"):
+        DenseLSHLoss(D, hash_dtype='fp16')
+    with pytest.raises(ValueError, match='logits_per_chunk must be positive'):
+        DenseLSHLoss(D, logits_per_chunk=0)
     loss = DenseLSHLoss(D, num_hashes=H)
     fs, ft = levels(), levels()
     with pytest.raises(ValueError, match='in_channels=36'):

@@ -9,20 +9,36 @@ Locations whose anchors are all in the assigner's ignore band are dropped (``mas
 loss is the mean over the kept locations of each image, then the mean over the images with
 at least one kept location.
 
-The math is :func:`~mmkd.models.losses.lsh_loss.lsh_loss`'s; this file only lays the
-features out and bounds the memory (see :func:`dense_lsh_loss`).
+The value is exactly ``lsh_loss(unfold(f_s), unfold(f_t), W, b, mask)``, but nothing is
+unfolded (see :func:`dense_lsh_loss`):
+
+* the hash logits of every 3×3 neighbourhood are a convolution,
+  ``unfold(f, 3, padding=1)ᵀ @ Wᵀ + b == conv2d(f, W.view(H, C, 3, 3), b, padding=1)``
+  (``F.unfold`` lays a neighbourhood out channel-major, ``(c, dy, dx)``, which is
+  ``W.view``'s layout);
+* a fused autograd function runs chunks of hash functions through one convolution of the
+  student and teacher maps together, takes the teacher bits, accumulates the BCE and
+  computes the student's gradient for that chunk on the spot (the input-gradient of the
+  same convolution, kept at ``C`` channels): three convolutions' worth of products in all,
+  nothing recomputed, memory one chunk of logits plus ``C``-channel maps;
+* the L2 term on unfolded vectors is a per-location squared difference weighted by the
+  3×3 box sum of the location weights, divided by ``9·C``.
 """
-from typing import Optional, Sequence, Tuple, Union
+from contextlib import nullcontext
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from mmkd.registry import MODELS
-from .lsh_loss import LSHLoss, lsh_loss
+from .lsh_loss import LSHLoss
 
 Levels = Union[Tensor, Sequence[Tensor]]
+
+#: ``hash_dtype`` values: the precision of the hash projection (the BCE, the weights and
+#: every accumulation stay fp32).
+HASH_DTYPES = ('fp32', 'tf32', 'bf16')
 
 
 def _as_levels(feats: Levels, name: str) -> Tuple[Tensor, ...]:
@@ -87,6 +103,10 @@ def check_dense_inputs(student_feat: Levels,
 def unfold_levels(feats: Sequence[Tensor]) -> Tensor:
     """3×3 neighbourhoods of every location of every level, concatenated.
 
+    The training path never builds this tensor (see :func:`dense_lsh_loss`); it gives the
+    rows :meth:`DenseLSHLoss.bias_samples` hands to the bias fit, and the layout the loss
+    is defined on.
+
     Args:
         feats (Sequence[Tensor]): per level ``[B, C, H_l, W_l]``.
 
@@ -116,40 +136,176 @@ def location_weights(masks: Optional[Sequence[Tensor]], batch: int, num_location
     return keep / (kept.clamp(min=1.0) * num_valid)
 
 
+def box_sum_3x3(weights: Tensor) -> Tensor:
+    """``[B, H, W]`` → ``[B, H, W]``: each location's sum over its 3×3 neighbourhood (zero
+    outside the map): how often a location's feature appears, weighted, in the kept
+    unfolded neighbourhoods."""
+    ones = weights.new_ones(1, 1, 3, 3)
+    return F.conv2d(weights.unsqueeze(1), ones, padding=1).squeeze(1)
+
+
+class _ProjectionPrecision:
+    """The arithmetic of the hash convolutions for one ``hash_dtype``.
+
+    ``'fp32'``: the compute dtype itself (fp32, or fp64 for fp64 inputs), with TF32
+    switched off for these convolutions on CUDA, so that the result equals the unfolded
+    matrix product. ``'tf32'``: TF32 tensor cores on CUDA GPUs that have them (plain fp32
+    elsewhere). ``'bf16'``: bf16 operands, fp32 accumulation inside the kernel, outputs cast
+    back to the compute dtype before anything else uses them.
+
+    Operands are channels-last (NHWC), the layout oneDNN and cuDNN convolve fastest; the
+    hash dimension of the logits is then the contiguous one.
+    """
+
+    def __init__(self, hash_dtype: str, compute_dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.compute_dtype = compute_dtype
+        self.operand_dtype = torch.bfloat16 if hash_dtype == 'bf16' else compute_dtype
+        self.allow_tf32 = hash_dtype == 'tf32'
+        self.cuda = device.type == 'cuda'
+
+    def _flags(self):
+        if self.cuda:
+            return torch.backends.cudnn.flags(enabled=True, allow_tf32=self.allow_tf32)
+        return nullcontext()
+
+    def operand(self, x: Tensor) -> Tensor:
+        """``x`` as a convolution operand: operand dtype, channels-last."""
+        return x.to(self.operand_dtype).contiguous(memory_format=torch.channels_last)
+
+    def conv(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        """Operands ``[N, C, H, W] * [K, C, 3, 3] + [K]`` → ``[N, K, H, W]`` in the operand
+        dtype (bf16 logits are rounded once, after the fp32 accumulation)."""
+        with self._flags():
+            return F.conv2d(x, weight, bias.to(self.operand_dtype), padding=1)
+
+    def conv_input_grad(self, grad_out: Tensor, weight: Tensor) -> Tensor:
+        """The gradient of :meth:`conv` w.r.t. its input: ``[N, C, H, W]``, compute dtype."""
+        with self._flags():
+            return F.conv_transpose2d(grad_out.to(self.operand_dtype), weight,
+                                      padding=1).to(self.compute_dtype)
+
+
+def _hash_bce_level(student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor,
+                    loc_weight: Tensor, logits_per_chunk: int, need_grad: bool,
+                    precision: _ProjectionPrecision) -> Tuple[Tensor, Optional[Tensor]]:
+    """One level's weighted hash BCE and its student gradient, chunk by chunk.
+
+    Args:
+        student, teacher: ``[B, C, h, w]`` (compute dtype: fp32, or fp64).
+        weight: ``[H, C, 3, 3]`` hash projection; bias: ``[H]``.
+        loc_weight: ``[B, h, w]`` location weights (0 = dropped).
+        logits_per_chunk: student logits per chunk (``B·h·w`` × hashes per chunk).
+        need_grad: also return ``d loss / d student``.
+
+    Returns:
+        ``(Σ_{b,loc} w · mean_h BCE, grad [B, C, h, w] or None)``.
+    """
+    batch, _, height, width = student.shape
+    num_hashes = weight.shape[0]
+    per_chunk = max(1, min(num_hashes, logits_per_chunk // max(1, batch * height * width)))
+    both = precision.operand(torch.cat([student, teacher]))  # one convolution for the pair
+    weight = precision.operand(weight)
+    keep = (loc_weight > 0).unsqueeze(1)  # [B, 1, h, w]
+    scale = (loc_weight / num_hashes).unsqueeze(1)  # mean over hashes, location weight
+    total = student.new_zeros(())
+    grad = torch.zeros_like(student) if need_grad else None
+    for start in range(0, num_hashes, per_chunk):
+        w_chunk = weight[start:start + per_chunk]
+        logits = precision.conv(both, w_chunk, bias[start:start + per_chunk])
+        # BCE(z, y) = softplus(u), dBCE/dz = sigmoid(u)·sign with sign = 1 − 2y, u = z·sign,
+        # y = 1[z_t > 0] (hard teacher bits); computed in place over the chunk's logits
+        z_s, z_t = logits[:batch].to(total.dtype), logits[batch:]
+        sign = z_t.gt_(0).to(total.dtype).mul_(-2.0).add_(1.0)
+        signed = z_s.mul_(sign)
+        per_loc = F.softplus(signed).sum(dim=1, keepdim=True)  # [B, 1, h, w]
+        # dropped locations are excluded, never multiplied by 0 (inf · 0 = NaN)
+        total = total + torch.where(keep, per_loc * scale, per_loc.new_zeros(())).sum()
+        if need_grad:
+            grad_logits = signed.sigmoid_().mul_(sign.mul_(scale))
+            grad += precision.conv_input_grad(grad_logits, w_chunk)
+    return total, grad
+
+
+class _DenseLSHFunction(torch.autograd.Function):
+    """Fused dense LSH(+L2): the forward computes the loss and, when the student needs
+    it, its gradient; the backward only scales the stored gradient.
+
+    ``apply(weight [H, C, 3, 3], bias [H], with_l2, logits_per_chunk, hash_dtype,
+    num_levels, *students, *teachers, *loc_weights)`` with per level ``[B, C, h, w]``
+    student / teacher maps and ``[B, h, w]`` location weights, all in the compute dtype
+    (fp32, or fp64 for the exactness tests).
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, bias: Tensor, with_l2: bool, logits_per_chunk: int,
+                hash_dtype: str, num_levels: int, *maps: Tensor) -> Tensor:
+        students = maps[:num_levels]
+        teachers = maps[num_levels:2 * num_levels]
+        loc_weights = maps[2 * num_levels:]
+        need_grad = any(ctx.needs_input_grad[6:6 + num_levels])
+        precision = _ProjectionPrecision(hash_dtype, students[0].dtype, students[0].device)
+        total = students[0].new_zeros(())
+        grads: List[Tensor] = []
+        for student, teacher, loc_weight in zip(students, teachers, loc_weights):
+            bce, grad = _hash_bce_level(student, teacher, weight, bias, loc_weight,
+                                        logits_per_chunk, need_grad, precision)
+            total = total + bce
+            if with_l2:  # Σ_loc w · mean_d (unfold(s) − unfold(t))² without the unfold
+                dim = 9 * student.shape[1]
+                box = box_sum_3x3(loc_weight).unsqueeze(1)  # [B, 1, h, w]
+                covered = box > 0  # in the neighbourhood of a kept location
+                diff = torch.where(covered, student - teacher, student.new_zeros(()))
+                total = total + (diff.pow(2).sum(dim=1, keepdim=True) * box).sum() / dim
+                if need_grad:
+                    grad = grad + diff * (box * (2.0 / dim))
+            grads.append(grad)
+        if need_grad:
+            ctx.save_for_backward(*grads)
+        ctx.num_levels = num_levels
+        ctx.need_grad = need_grad
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor):
+        if ctx.need_grad:
+            grads = tuple(g * grad_total if needed else None for g, needed in
+                          zip(ctx.saved_tensors, ctx.needs_input_grad[6:]))
+        else:
+            grads = (None, ) * ctx.num_levels
+        return (None, ) * 6 + grads + (None, ) * (2 * ctx.num_levels)
+
+
 def dense_lsh_loss(student_feat: Levels,
                    teacher_feat: Levels,
                    proj_weight: Tensor,
                    proj_bias: Optional[Tensor] = None,
                    mask: Optional[Levels] = None,
                    with_l2: bool = True,
-                   chunk_size: int = 4096,
-                   checkpoint: bool = True) -> Tensor:
-    """LSH (+ L2) loss on 3×3-unfolded dense features, in fp32, with bounded memory.
+                   logits_per_chunk: int = 2**22,
+                   hash_dtype: str = 'fp32') -> Tensor:
+    """LSH (+ L2) loss on 3×3-unfolded dense features, without the unfold.
 
     Equal to ``lsh_loss(unfold(f_s), unfold(f_t), W, b, mask=keep)`` on the ``[B, L, 9C]``
-    layout (per-image mean over kept locations, then mean over images with one or more),
-    computed over the ``B·L`` locations in chunks of ``chunk_size`` rows: each chunk
-    calls :func:`lsh_loss` with per-location weights (:func:`location_weights`) as its
-    float ``mask`` and is rescaled by the weights' sum, so the chunks add up to the
-    batch loss exactly.
+    layout (per-image mean over kept locations, then mean over images with one or more;
+    :func:`location_weights`), computed as convolutions (module docstring):
 
-    Memory: the hash logits of one chunk are ``chunk_size × H`` fp32; with
-    ``checkpoint=True`` (and a student that requires grad) a chunk keeps nothing for the
-    backward pass but its inputs — its logits, targets and BCE terms are recomputed
-    chunk by chunk in backward — so the loss's peak is the unfolded student and teacher
-    features and, in backward, the student's gradient (``B·L·9C`` elements each, input
-    dtype) plus one chunk's working set (~``4 · chunk_size · H`` fp32), whatever the
-    number of hashes. Without it every chunk's fp32 ``[chunk, H]`` logits and targets
-    stay alive until backward, like an unchunked loss: ~``2 · B·L·H`` floats kept,
-    ~``4 · B·L·H`` at the backward peak (measured on CPU: 4.2 floats per location and
-    hash unchunked vs. ~3 feature copies per location chunked).
+    * per level and chunk of hash functions, one ``conv2d`` of the student and teacher maps
+      together gives both logits; teacher bits ``z_t > 0``; the BCE is accumulated and the
+      student's gradient for the chunk, ``conv_transpose2d((σ(z_s) − y)·w/H, W_chunk)``,
+      added to a ``[B, C, h, w]`` buffer;
+    * the L2 term is ``Σ_loc ‖f_s − f_t‖²_loc · box3x3(w)_loc / 9C``.
 
-    Full size (RetinaNet, 2 images of 1333×800 per GPU: ``B·L`` ≈ 44.8k locations,
-    ``9C`` = 2304, ``H`` = 4096): chunked + recomputed ≈ 3 × 0.41 GB of fp32 features
-    (half under fp16 AMP) + 0.27 GB ≈ 1.5 GB; without recomputation ≈ 3 GB more. A
-    1333×800 + 800×1333 batch pads to 1344×1344 (≈ 75k locations): ≈ 2.4 GB vs ≈ 7 GB.
-    Compute: 5 ``[B·L, 9C] × [9C, H]`` products per step with recomputation (teacher
-    and student logits twice, one gradient), 3 without; fp32, autocast disabled.
+    Compute: the products of three ``[B·L, 9C] × [9C, H]`` matrix products (student and
+    teacher logits, one input gradient), nothing recomputed. Dropped locations' terms are
+    excluded with ``torch.where`` (their gradient is exactly 0); the convolutions still run
+    over whole maps, which is cheaper than gathering the kept neighbourhoods.
+
+    Memory: one chunk's logits (``≤ logits_per_chunk`` student logits, as many teacher
+    ones, and ~3 same-size temporaries, fp32) plus ``C``-channel maps: the fp32 copies of
+    the inputs and the stored gradient, ``B·L·C`` elements each. Full size (RetinaNet,
+    2 images of 1333×800, ``B·L`` ≈ 44.8k, ``C`` = 256, ``H`` = 4096): ≈ 0.05 GB of maps and
+    ≈ 0.1 GB per chunk at the default.
 
     Args:
         student_feat: per level ``[B, C, H_l, W_l]`` (a tuple, or one tensor).
@@ -158,40 +314,39 @@ def dense_lsh_loss(student_feat: Levels,
         proj_bias (Tensor, optional): ``[H]``; ``None`` means 0.
         mask: per level ``[B, H_l·W_l]`` (bool or float, 1 = keep); ``None`` keeps all.
         with_l2 (bool): add the element-mean MSE of the unfolded features.
-        chunk_size (int): locations per chunk.
-        checkpoint (bool): recompute each chunk in backward instead of storing it.
+        logits_per_chunk (int): student hash logits per chunk (locations × hashes);
+            bounds the working set. Defaults to 2**22 (16 MiB of fp32).
+        hash_dtype (str): precision of the projection, one of :data:`HASH_DTYPES`
+            (``'fp32'`` exact; ``'tf32'`` on CUDA GPUs with TF32; ``'bf16'`` operands with
+            fp32 accumulation). The BCE, the L2 term and all sums are fp32 in every case.
 
     Returns:
-        Tensor: scalar fp32 loss (no loss weight applied); 0 (connected to the student
-        features) when no location is kept.
+        Tensor: scalar fp32 loss (fp64 for fp64 inputs; no loss weight applied); 0
+        (connected to the student features) when no location is kept.
     """
     student, teacher, masks = check_dense_inputs(student_feat, teacher_feat, mask,
                                                  proj_weight.shape[-1])
-    if int(chunk_size) <= 0:
-        raise ValueError(f'dense LSH loss: chunk_size must be positive, got {chunk_size}.')
-    fs = unfold_levels(student)  # [B, L, D]
-    with torch.no_grad():
-        ft = unfold_levels([t.detach() for t in teacher])
-    batch, num_locations, dim = fs.shape
-    weights = location_weights(masks, batch, num_locations, fs.device).reshape(-1)
-    fs, ft = fs.reshape(-1, dim), ft.reshape(-1, dim)
-
-    def chunk_loss(fs_c: Tensor, ft_c: Tensor, w_c: Tensor) -> Tensor:
-        # lsh_loss with float weights as mask = Σ w·l / Σ w over the chunk; undo the /Σ w.
-        return lsh_loss(fs_c, ft_c, proj_weight, proj_bias, mask=w_c,
-                        with_l2=with_l2) * w_c.sum()
-
-    recompute = checkpoint and torch.is_grad_enabled() and fs.requires_grad
-    total = fs.new_zeros((), dtype=torch.float32)
-    for start in range(0, fs.shape[0], int(chunk_size)):
-        rows = slice(start, start + int(chunk_size))
-        if recompute:
-            term = activation_checkpoint(chunk_loss, fs[rows], ft[rows], weights[rows],
-                                         use_reentrant=False)
-        else:
-            term = chunk_loss(fs[rows], ft[rows], weights[rows])
-        total = total + term
-    return total
+    if int(logits_per_chunk) <= 0:
+        raise ValueError(
+            f'dense LSH loss: logits_per_chunk must be positive, got {logits_per_chunk}.')
+    if hash_dtype not in HASH_DTYPES:
+        raise ValueError(f'dense LSH loss: hash_dtype must be one of {HASH_DTYPES}, got '
+                         f'{hash_dtype!r}.')
+    batch, channels = student[0].shape[:2]
+    sizes = [s.shape[2] * s.shape[3] for s in student]
+    # fp32 at least (the BCE of fp16 logits overflows); fp64 inputs stay fp64
+    compute = torch.float64 if student[0].dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=student[0].device.type, enabled=False):
+        weights = location_weights(masks, batch, sum(sizes), student[0].device).to(compute)
+        loc_weights = [w.reshape(batch, s.shape[2], s.shape[3]) for w, s in
+                       zip(weights.split(sizes, dim=1), student)]
+        conv_weight = proj_weight.detach().to(compute).reshape(-1, channels, 3, 3)
+        bias = conv_weight.new_zeros(conv_weight.shape[0]) if proj_bias is None else \
+            proj_bias.detach().to(compute)
+        return _DenseLSHFunction.apply(
+            conv_weight, bias, with_l2, int(logits_per_chunk), hash_dtype, len(student),
+            *[s.to(compute) for s in student], *[t.detach().to(compute) for t in teacher],
+            *loc_weights)
 
 
 @MODELS.register_module()
@@ -210,7 +365,7 @@ class DenseLSHLoss(LSHLoss):
     Everything about the projection — frozen ``float32`` buffers ``projection.weight
     [num_hashes, in_channels]`` / ``projection.bias``, seeded draw, ``sigma`` from a
     teacher parameter via :meth:`init_from_teacher`, :meth:`fit_bias` — is
-    :class:`LSHLoss`'s; see there.
+    :class:`LSHLoss`'s; see there. The computation is :func:`dense_lsh_loss`'s.
 
     Args:
         in_channels (int): ``9 · C`` for ``C``-channel towers (2304 for mmdet's
@@ -218,13 +373,12 @@ class DenseLSHLoss(LSHLoss):
         num_hashes (int): ``H``. Defaults to 4096, the authors' RetinaNet setting
             (:class:`LSHLoss` defaults to ``4 · in_channels``).
         sigma, bias, with_l2, loss_weight, seed: as :class:`LSHLoss`.
-        chunk_size (int): locations per chunk; the loss's working set is about
-            ``4 · chunk_size · num_hashes`` fp32 values (256 MiB at the defaults).
-            Defaults to 4096.
-        checkpoint (bool): recompute each chunk's hash logits in backward rather than
-            keep them (~``4 · B·L·H`` fp32 values at the peak otherwise: ~3 GB for two
-            1333×800 COCO images). Costs one more pass of the two
-            ``[chunk, 9C] × [9C, H]`` products (5 instead of 3). Defaults to True.
+        logits_per_chunk (int): student hash logits per chunk; the loss's working set is
+            about ``6 · logits_per_chunk`` fp32 values (96 MiB at the default 2**22).
+        hash_dtype (str): ``'fp32'`` (default, exact), ``'tf32'`` (CUDA GPUs with TF32)
+            or ``'bf16'``: the precision of the hash projection only (see
+            :func:`dense_lsh_loss`); teacher bits whose logit is within rounding of 0 may
+            flip (``docs/benchmark.md`` gives the measured fraction).
     """
 
     def __init__(self,
@@ -235,19 +389,23 @@ class DenseLSHLoss(LSHLoss):
                  with_l2: bool = True,
                  loss_weight: float = 1.0,
                  seed: int = 0,
-                 chunk_size: int = 4096,
-                 checkpoint: bool = True) -> None:
+                 logits_per_chunk: int = 2**22,
+                 hash_dtype: str = 'fp32') -> None:
         if int(in_channels) % 9 != 0:
             raise ValueError(
                 f'DenseLSHLoss: in_channels={in_channels} is not 9 x the tower channels (a '
                 '3x3 unfold); use 9 * feat_channels, e.g. 2304 for 256 channels.')
-        if int(chunk_size) <= 0:
-            raise ValueError(f'DenseLSHLoss: chunk_size must be positive, got {chunk_size}.')
+        if int(logits_per_chunk) <= 0:
+            raise ValueError(
+                f'DenseLSHLoss: logits_per_chunk must be positive, got {logits_per_chunk}.')
+        if hash_dtype not in HASH_DTYPES:
+            raise ValueError(f'DenseLSHLoss: hash_dtype must be one of {HASH_DTYPES}, got '
+                             f'{hash_dtype!r}.')
         super().__init__(in_channels, num_hashes=num_hashes, sigma=sigma, bias=bias,
                          with_l2=with_l2, loss_weight=loss_weight, seed=seed,
                          correct_only=False)
-        self.chunk_size = int(chunk_size)
-        self.checkpoint = checkpoint
+        self.logits_per_chunk = int(logits_per_chunk)
+        self.hash_dtype = hash_dtype
 
     def forward(self,
                 student_feat: Levels,
@@ -265,7 +423,8 @@ class DenseLSHLoss(LSHLoss):
         """
         loss = dense_lsh_loss(student_feat, teacher_feat, self.projection.weight,
                               self.projection.bias, mask=mask, with_l2=self.with_l2,
-                              chunk_size=self.chunk_size, checkpoint=self.checkpoint)
+                              logits_per_chunk=self.logits_per_chunk,
+                              hash_dtype=self.hash_dtype)
         return self.loss_weight * loss
 
     @torch.no_grad()
@@ -284,9 +443,9 @@ class DenseLSHLoss(LSHLoss):
         return rows[keep]
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f', chunk_size={self.chunk_size}, '
-                f'checkpoint={self.checkpoint}')
+        return (super().extra_repr() + f', logits_per_chunk={self.logits_per_chunk}, '
+                f'hash_dtype={self.hash_dtype!r}')
 
 
 __all__ = ['DenseLSHLoss', 'dense_lsh_loss', 'unfold_levels', 'location_weights',
-           'check_dense_inputs']
+           'check_dense_inputs', 'box_sum_3x3', 'HASH_DTYPES']
