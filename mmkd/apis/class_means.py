@@ -5,13 +5,21 @@ pulls each student embedding towards the direction of the teacher's mean embeddi
 its class. Those means are computed once, before training, by running the frozen teacher
 (eval mode, no grad) over the training set:
 
-* **Faster R-CNN** (``NDLoss`` on ``teacher.roi.embedding``): the RoI classifier input
-  (fc7, ``bbox_head.fc_cls``'s input) of the RoIs the teacher itself samples for
-  training — its own RPN proposals (``train_cfg.rpn_proposal``) and its own RoI assigner
-  and sampler (``add_gt_as_proposals`` included) — grouped by assigned label,
-  background included (``num_classes + 1`` rows). This is what the teacher's
-  ``loss()`` samples, minus the RPN anchor targets, the RPN loss and the box targets /
-  losses, which the means do not need.
+* **Faster R-CNN** (``NDLoss`` on ``teacher.roi.embedding``): the teacher's RoI
+  classifier input (fc7, ``bbox_head.fc_cls``'s input) grouped by assigned label,
+  background included (``num_classes + 1`` rows), on one of two sets of RoIs
+  (``rois``):
+
+  - ``'teacher'`` (default): the RoIs the teacher itself samples for training — its
+    own RPN proposals (``train_cfg.rpn_proposal``) and its own RoI assigner and sampler
+    (``add_gt_as_proposals`` included). This is what the teacher's ``loss()`` samples,
+    minus the RPN anchor targets, the RPN loss and the box targets / losses.
+  - ``'student'``: the ND authors' recipe — the RoIs the **student** samples in
+    distillation training (its RPN proposals, its RoI sampler), with their assigned
+    labels: exactly the ``teacher_emb`` / ``labels`` the ND loss receives in a training
+    step (:meth:`~mmkd.models.BaseDistiller.collect_loss_inputs`). The student is the
+    one of ``student_checkpoint`` (a student or distiller checkpoint), else of the
+    config's ``load_from``, else as training would initialise it.
 * **RetinaNet** (``DenseNDLoss``, mmkd's extension): the recorded cls-tower feature of
   the location of every positive anchor (the head's own assigner), grouped by assigned
   class, foreground only (``num_classes`` rows).
@@ -43,6 +51,8 @@ from mmkd.utils.class_means import save_class_means
 
 #: loss types whose ``class_means`` this tool computes
 ND_LOSS_TYPES = ('NDLoss', 'DenseNDLoss')
+#: whose sampled RoIs a Faster R-CNN ND table is computed on
+ROI_SOURCES = ('teacher', 'student')
 #: dataset wrappers that only repeat / re-weight the data: one pass needs the inner one
 REPEATING_DATASETS = ('RepeatDataset', 'ClassBalancedDataset')
 
@@ -225,8 +235,62 @@ class ClassifierCollector(EmbeddingCollector):
         return feats.flatten(1), torch.cat(labels).to(feats.device)
 
 
+class StudentRoICollector(EmbeddingCollector):
+    """Faster R-CNN, the ND authors' recipe: the teacher's RoI embedding on the RoIs the
+    **student** samples, with their assigned labels (background = ``num_classes``) —
+    what the ND loss gets in a training step, collected by
+    :meth:`~mmkd.models.BaseDistiller.collect_loss_inputs` (the student's loss pass in
+    eval mode, the teacher's RoI head on the student's RoIs).
+
+    Args:
+        distiller: the distiller (teacher loaded), its student as it should propose.
+        name (str): the ND loss binding.
+    """
+    includes_background = True
+    takes_batch = True
+
+    def __init__(self, distiller: nn.Module, name: str) -> None:
+        binding = distiller.distill_losses[name]
+        if binding.inputs.get('teacher_emb') != 'teacher.roi.embedding' or \
+                binding.inputs.get('labels') != 'roi.labels':
+            raise ValueError(
+                "class means: rois='student' is for ND on RoI embeddings (teacher_emb="
+                "'teacher.roi.embedding', labels='roi.labels'); the ND loss "
+                f'{name!r} reads {dict(binding.inputs)}.')
+        self.distiller, self.name = distiller, name
+        self.num_classes = distiller.teacher.roi_head.bbox_head.num_classes
+        self.num_rows = self.num_classes + 1
+        self.feature = ('roi_head.bbox_head.fc_cls input (RoI embedding) of the teacher on '
+                        'the RoIs the student samples (its RPN proposals and RoI sampler, '
+                        'as in distillation training), by assigned label')
+
+    def from_batch(self, data_batch: dict) -> Tuple[Tensor, Tensor]:
+        """``data_batch`` as the train dataloader yields it."""
+        calls = self.distiller.collect_loss_inputs(data_batch, self.name)[self.name]
+        return (torch.cat([c['teacher_emb'] for c in calls]),
+                torch.cat([c['labels'] for c in calls]))
+
+
+def load_student_weights(distiller: nn.Module, path: str) -> None:
+    """Load ``path`` into ``distiller.student``, strictly: a plain detector checkpoint
+    (e.g. ``*_student.pth``, the student trained alone) or a distiller checkpoint (its
+    ``student.*`` entries)."""
+    from mmengine.runner import CheckpointLoader
+    checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint)
+    if any(k.startswith('student.') for k in state):
+        state = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
+    missing, unexpected = distiller.student.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f'class means: {path} does not fit the student: {len(missing)} missing keys '
+            f'({", ".join(missing[:3])}...), {len(unexpected)} unexpected '
+            f'({", ".join(unexpected[:3])}...); give a checkpoint of the config\'s student.')
+
+
 def build_collector(distiller: nn.Module, binding: nn.Module) -> EmbeddingCollector:
-    """The collector that matches ``binding`` (an ND loss binding of ``distiller``)."""
+    """The collector that matches ``binding`` (an ND loss binding of ``distiller``), for
+    the default ``rois='teacher'``."""
     teacher, loss, inputs = distiller.teacher, binding.loss, binding.inputs
     if isinstance(loss, DenseNDLoss):
         source = inputs.get('teacher_feats', '')
@@ -309,7 +373,10 @@ def compute_class_means(cfg: Config,
                         loss_name: Optional[str] = None,
                         max_images: Optional[int] = None,
                         device: Optional[Union[str, torch.device]] = None,
-                        progress: bool = True) -> Tuple[Tensor, Tensor, dict]:
+                        progress: bool = True,
+                        rois: str = 'teacher',
+                        student_checkpoint: Optional[str] = None
+                        ) -> Tuple[Tensor, Tensor, dict]:
     """Run the frozen teacher of a distillation config over its training set and
     return the per-class mean embeddings the config's ND loss reads.
 
@@ -325,11 +392,21 @@ def compute_class_means(cfg: Config,
         max_images (int, optional): stop after this many training images.
         device: defaults to ``'cuda'`` if available, else ``'cpu'``.
         progress (bool): show a progress bar.
+        rois (str): Faster R-CNN only: ``'teacher'`` (the teacher's own sampled RoIs) or
+            ``'student'`` (the student's, the ND authors' recipe; see the module
+            docstring).
+        student_checkpoint (str, optional): with ``rois='student'``, the student's
+            weights (default: the config's ``load_from``, else the student's own init).
 
     Returns:
         tuple: ``means [C, D]`` float64 (zero rows for classes never seen), ``counts [C]``
         int64, ``meta`` dict (plain values; see :func:`mmkd.utils.save_class_means`).
     """
+    if rois not in ROI_SOURCES:
+        raise ValueError(f'class means: rois must be one of {ROI_SOURCES}, got {rois!r}.')
+    if student_checkpoint is not None and rois != 'student':
+        raise ValueError("class means: a student checkpoint is only used with "
+                         "rois='student'.")
     cfg = copy.deepcopy(cfg)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     loss_name, loss_cfg = _pick_nd_loss(cfg.model, loss_name)
@@ -348,8 +425,16 @@ def compute_class_means(cfg: Config,
     model = MODELS.build(cfg.model)
     model.load_teacher()
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if rois == 'student':
+        student_checkpoint = student_checkpoint or cfg.get('load_from')
+        if student_checkpoint:
+            load_student_weights(model, student_checkpoint)
+        else:
+            model.student.init_weights()  # as training starts (e.g. ImageNet backbone)
+        collector = StudentRoICollector(model, loss_name)
     model.to(device).eval()
-    collector = build_collector(model, model.distill_losses[loss_name])
+    if rois == 'teacher':
+        collector = build_collector(model, model.distill_losses[loss_name])
 
     loader_cfg = _one_pass_loader(cfg.train_dataloader)
     loader = Runner.build_dataloader(loader_cfg, seed=seed)
@@ -366,9 +451,12 @@ def compute_class_means(cfg: Config,
             take = min(len(data_batch['inputs']), total - seen)
             data_batch = {k: v[:take] if isinstance(v, (list, tuple)) else v
                           for k, v in data_batch.items()}
-            data = model.data_preprocessor(data_batch, False)
-            embeddings, labels = collector(model.teacher_input(data['inputs']),
-                                           data['data_samples'])
+            if getattr(collector, 'takes_batch', False):
+                embeddings, labels = collector.from_batch(data_batch)
+            else:
+                data = model.data_preprocessor(data_batch, False)
+                embeddings, labels = collector(model.teacher_input(data['inputs']),
+                                               data['data_samples'])
             accumulator.add(embeddings, labels)
             seen += take
             if bar is not None:
@@ -397,6 +485,11 @@ def compute_class_means(cfg: Config,
         num_classes=collector.num_rows - int(collector.includes_background),
         includes_background=collector.includes_background,
         seed=seed)
+    if isinstance(collector, (RoICollector, StudentRoICollector)):
+        meta['rois'] = rois
+        if rois == 'student':
+            meta['student_checkpoint'] = None if not student_checkpoint else str(
+                student_checkpoint)
     return means, counts, meta
 
 
@@ -405,7 +498,9 @@ def write_class_means(cfg: Config,
                       loss_name: Optional[str] = None,
                       max_images: Optional[int] = None,
                       device: Optional[Union[str, torch.device]] = None,
-                      progress: bool = True) -> str:
+                      progress: bool = True,
+                      rois: str = 'teacher',
+                      student_checkpoint: Optional[str] = None) -> str:
     """:func:`compute_class_means` and save the file (default: the ND loss's own
     ``class_means`` path, i.e. where training will read it). Returns the path."""
     name, loss_cfg = _pick_nd_loss(cfg.model, loss_name)
@@ -414,7 +509,8 @@ def write_class_means(cfg: Config,
         if not isinstance(out, str):
             raise ValueError('class means: give --out (the config\'s ND loss has no '
                              'class_means path).')
-    means, counts, meta = compute_class_means(cfg, name, max_images, device, progress)
+    means, counts, meta = compute_class_means(cfg, name, max_images, device, progress, rois,
+                                              student_checkpoint)
     save_class_means(out, means, counts, meta)
     shown = ', '.join(str(int(c)) for c in counts)
     print_log(f'mmkd: class means {tuple(means.shape)} of {meta["num_images"]} images '
@@ -428,7 +524,8 @@ def write_class_means(cfg: Config,
 
 
 __all__ = [
-    'ClassMeanAccumulator', 'EmbeddingCollector', 'RoICollector', 'DenseCollector',
+    'ClassMeanAccumulator', 'EmbeddingCollector', 'RoICollector', 'StudentRoICollector',
+    'DenseCollector', 'load_student_weights',
     'ClassifierCollector', 'build_collector', 'compute_class_means', 'write_class_means',
     'ND_LOSS_TYPES'
 ]

@@ -139,6 +139,70 @@ def test_tool_samples_are_the_teachers_roi_features(frcnn_means):
         assert torch.equal(labels, expected)
 
 
+def test_tool_student_rois_the_authors_recipe(ckpts, tiny_det_data, tmp_path, monkeypatch):
+    """``rois='student'``: the teacher's RoI embedding on the RoIs the **student** samples
+    (its proposals and sampler, the checkpoint's weights), labelled by their assignment
+    (background = 4) — recomputed with an explicit RoIAlign -> FC -> ReLU and IoU
+    assignment — and the file's rows are their per-label means."""
+    from helpers import save_random_checkpoint
+    path = str(tmp_path / 'class_means.pth')
+    cfg = nd_config('frcnn', tiny_det_data, str(tmp_path / 'work'), ckpts['frcnn'], path)
+    student_ckpt = save_random_checkpoint(cfg.model.student, str(tmp_path / 's.pth'), 3)
+    seen = []
+    from_batch = cm_api.StudentRoICollector.from_batch
+
+    def spy(self, data_batch):
+        emb, labels = from_batch(self, data_batch)
+        seen.append((self.distiller, data_batch, self.distiller.student_roi.sampled.rois,
+                     emb, labels))
+        return emb, labels
+
+    monkeypatch.setattr(cm_api.StudentRoICollector, 'from_batch', spy)
+    write_class_means(cfg, max_images=3, progress=False, rois='student',
+                      student_checkpoint=student_ckpt)
+    means, counts, meta = load_class_means(path)
+    assert means.shape == (NUM_CLASSES + 1, 256) and meta['includes_background'] is True
+    assert meta['rois'] == 'student' and meta['student_checkpoint'] == student_ckpt
+    assert 'the RoIs the student samples' in meta['feature'] and meta['num_images'] == 3
+    ref, ref_counts = per_class_means([e for *_, e, _ in seen], [l for *_, l in seen],
+                                      NUM_CLASSES + 1)
+    assert torch.equal(counts, ref_counts) and counts[NUM_CLASSES] > 0
+    torch.testing.assert_close(means.double(), ref, rtol=1e-6, atol=1e-7)
+
+    model = seen[0][0]
+    loaded = torch.load(student_ckpt, weights_only=True)['state_dict']
+    for key, value in model.student.state_dict().items():  # the checkpoint's student
+        assert torch.equal(value, loaded[key]), key
+    head = model.teacher.roi_head
+    with torch.no_grad():
+        for _, data_batch, rois, emb, labels in seen:
+            data = model.data_preprocessor(data_batch, True)
+            feats = model.teacher.extract_feat(model.teacher_input(data['inputs']))
+            x = head.bbox_roi_extractor(feats[:head.bbox_roi_extractor.num_inputs], rois)
+            x = x.flatten(1)
+            for fc in head.bbox_head.shared_fcs:
+                x = F.relu(fc(x))
+            torch.testing.assert_close(emb, x, rtol=1e-5, atol=1e-5)
+            expected = torch.full_like(labels, NUM_CLASSES)
+            for i, sample in enumerate(data['data_samples']):
+                mine = rois[:, 0] == i
+                gt = sample.gt_instances
+                best, idx = bbox_overlaps(rois[mine, 1:], gt.bboxes).max(dim=1)
+                expected[mine] = torch.where(best >= 0.5, gt.labels[idx],
+                                             torch.full_like(idx, NUM_CLASSES))
+            assert torch.equal(labels, expected)
+
+    with pytest.raises(ValueError, match="rois='student' is for ND on RoI embeddings"):
+        write_class_means(nd_config('retina', tiny_det_data, str(tmp_path / 'r'),
+                                    ckpts['retina'], path), max_images=1, progress=False,
+                          rois='student')
+    with pytest.raises(ValueError, match="only used with rois='student'"):
+        write_class_means(cfg, max_images=1, progress=False, student_checkpoint=student_ckpt)
+    args = load_tool('class_means').parse_args(
+        ['x.py', '--rois', 'student', '--student-checkpoint', 's.pth'])
+    assert (args.rois, args.student_checkpoint) == ('student', 's.pth')
+
+
 def test_file_trains_and_is_read_at_training_start(frcnn_means, ckpts, tiny_det_data,
                                                     tmp_path):
     cfg = nd_config('frcnn', tiny_det_data, str(tmp_path / 'train'), ckpts['frcnn'],
