@@ -33,14 +33,16 @@ class CPUAutocastOptimWrapper(OptimWrapper):
     @contextmanager
     def optim_context(self, model: nn.Module):
         with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype), \
-                _fp32_mmcv_ops():
+                fp32_mmcv_ops():
             yield
 
 
 @contextmanager
-def _fp32_mmcv_ops():
+def fp32_mmcv_ops():
     """While active, mmcv's NMS and RoIAlign compute in fp32 (RoIAlign's output goes
-    back to its input's dtype: mmdet writes it into a tensor of that dtype)."""
+    back to its input's dtype: mmdet writes it into a tensor of that dtype). Used by this
+    wrapper and by a low-precision teacher (:mod:`mmkd.models.distillers.teacher_precision`).
+    Re-entrant: a nested use finds the fp32 versions already in place."""
     from mmcv.ops.nms import NMSop
 
     # the submodule (``mmcv.ops.roi_align`` as an attribute is the function)

@@ -18,6 +18,7 @@ from ..recorders import ModuleOutputRecorder, get_submodule
 from .loss_binding import LossBinding
 from .teacher import (ConfigLike, InputRenormalizer, freeze, load_teacher_checkpoint,
                       resolve_model_config)
+from .teacher_precision import TeacherPrecision
 
 SIDES = ('student', 'teacher')
 
@@ -60,6 +61,10 @@ class BaseDistiller(BaseModel):
             ``'raise'`` stops training with the loss name and the iteration, ``'skip'``
             drops the step (no parameter or optimizer-state update) and logs it. Either
             way the weights are never updated with a non-finite loss.
+        teacher_dtype (str, optional): ``'bf16'`` or ``'fp16'`` runs the teacher in that
+            precision (weights cast once after loading, inputs cast on the way in, every
+            output handed to the losses in fp32; :mod:`.teacher_precision`). Off by
+            default (``None``: the teacher runs as built, fp32).
     """
 
     #: registry the student and teacher are built from (set by task subclasses)
@@ -73,7 +78,8 @@ class BaseDistiller(BaseModel):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
                  inherit: Optional[Sequence[str]] = None,
-                 nonfinite: str = 'raise') -> None:
+                 nonfinite: str = 'raise',
+                 teacher_dtype: Optional[str] = None) -> None:
         student_cfg = resolve_model_config(student, 'student')
         teacher_cfg = resolve_model_config(teacher, 'teacher')
         if data_preprocessor is None:
@@ -83,6 +89,7 @@ class BaseDistiller(BaseModel):
         self.teacher = freeze(self.task_registry.build(teacher_cfg))
         self.teacher_ckpt = teacher_ckpt
         self.teacher_loaded = False
+        self.teacher_precision = TeacherPrecision(teacher_dtype)
         self.teacher_input = InputRenormalizer(data_preprocessor,
                                                teacher_cfg.get('data_preprocessor'))
         self._check_compatible()
@@ -141,7 +148,10 @@ class BaseDistiller(BaseModel):
 
         In a distributed run the teacher's weights are then compared across processes
         (the runner broadcasts rank 0's state dict, which holds everything but the
-        teacher): a rank that loaded a different teacher stops the run."""
+        teacher): a rank that loaded a different teacher stops the run.
+
+        A low-precision teacher (``teacher_dtype``) is cast last, once every fp32 use of
+        its weights (the losses' ``init_from_teacher``, ``inherit``) is done."""
         super().init_weights()
         self.load_teacher()
         check_same_on_all_ranks(
@@ -150,6 +160,7 @@ class BaseDistiller(BaseModel):
             'put it on storage all nodes share, or copy the same file to each')
         if self.inherit:
             self.inherit_from_teacher()
+        self.teacher_precision.apply(self.teacher)
 
     def _check_inherit(self, inherit: Optional[Sequence[str]]) -> Tuple[str, ...]:
         if inherit is None:
@@ -272,6 +283,8 @@ class BaseDistiller(BaseModel):
                 recorder = self.student_recorder if side == 'student' else \
                     self.teacher_recorder
                 step.values[source] = recorder.get(path)
+            if source.startswith('teacher.'):  # a low-precision teacher's outputs in fp32
+                step.values[source] = self.teacher_precision.to_fp32(step.values[source])
         return step.values[source]
 
     # ---------------------------------------------------------------- training
@@ -309,15 +322,16 @@ class BaseDistiller(BaseModel):
                 'runner does this when training starts) before computing losses.')
         factors = self._loss_factors()
         step = DistillStep(inputs, data_samples)
-        losses = self._student_loss(inputs, data_samples)
-        with torch.no_grad(), self.teacher_recorder.recording():
-            self._run_teacher(step)
-        fetch = lambda source: self._fetch(step, source)  # noqa: E731
-        for name, binding in self.distill_losses.items():
-            total, parts = binding(fetch, factors[name], return_parts=True)
-            losses[f'distill.loss_{name}'] = total
-            for term, value in parts.items():  # detached, log only (see parse_losses)
-                losses[f'distill.loss_{name}.{term}'] = value
+        with self.teacher_precision.mmcv_ops_context():
+            losses = self._student_loss(inputs, data_samples)
+            with torch.no_grad(), self.teacher_recorder.recording():
+                self._run_teacher(step)
+            fetch = lambda source: self._fetch(step, source)  # noqa: E731
+            for name, binding in self.distill_losses.items():
+                total, parts = binding(fetch, factors[name], return_parts=True)
+                losses[f'distill.loss_{name}'] = total
+                for term, value in parts.items():  # detached, log only (see parse_losses)
+                    losses[f'distill.loss_{name}.{term}'] = value
         return losses
 
     def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -378,12 +392,13 @@ class BaseDistiller(BaseModel):
             data = self.data_preprocessor(data_batch, True)
             inputs, data_samples = data['inputs'], data['data_samples']
             step = DistillStep(inputs, data_samples)
-            self._student_loss(inputs, data_samples)
-            with self.teacher_recorder.recording():
-                self._run_teacher(step)
-            fetch = lambda source: self._fetch(step, source)  # noqa: E731
-            for name in names:
-                self.distill_losses[name](fetch, 1.0)
+            with self.teacher_precision.mmcv_ops_context():
+                self._student_loss(inputs, data_samples)
+                with self.teacher_recorder.recording():
+                    self._run_teacher(step)
+                fetch = lambda source: self._fetch(step, source)  # noqa: E731
+                for name in names:
+                    self.distill_losses[name](fetch, 1.0)
         finally:
             for handle in handles:
                 handle.remove()
@@ -422,7 +437,9 @@ class BaseDistiller(BaseModel):
     # ---------------------------------------------------------------- inference
     def predict(self, inputs: Tensor, data_samples: Optional[List] = None) -> List:
         if self._predict_with_teacher:
-            return self.teacher.predict(self.teacher_input(inputs), data_samples)
+            with self.teacher_precision.mmcv_ops_context():
+                results = self.teacher.predict(self.teacher_input(inputs), data_samples)
+            return self.teacher_precision.to_fp32(results)
         return self.student.predict(inputs, data_samples)
 
     def _forward(self, inputs: Tensor, data_samples: Optional[List] = None) -> Any:

@@ -171,7 +171,8 @@ class ClassificationDistiller(BaseDistiller):
                  inherit: Optional[Sequence[str]] = None,
                  nonfinite: str = 'raise',
                  head_fc: str = 'head.fc',
-                 teacher_bn: str = 'eval') -> None:
+                 teacher_bn: str = 'eval',
+                 teacher_dtype: Optional[str] = None) -> None:
         if teacher_bn not in TEACHER_BN_MODES:
             raise ValueError(f'teacher_bn must be one of {TEACHER_BN_MODES}, got '
                              f'{teacher_bn!r}.')
@@ -187,7 +188,7 @@ class ClassificationDistiller(BaseDistiller):
             data_preprocessor = dict(data_preprocessor)
             data_preprocessor.setdefault('type', 'ClsDataPreprocessor')
         super().__init__(student, teacher, teacher_ckpt, distill_losses, data_preprocessor,
-                         init_cfg, inherit, nonfinite)
+                         init_cfg, inherit, nonfinite, teacher_dtype)
         self.teacher_bn = teacher_bn
 
     def _teacher_norms(self):
