@@ -53,8 +53,11 @@ class DetectionDistiller(BaseDistiller):
     ``{side}.dense.cls_score``      tuple of ``[B, A · C, H_l, W_l]`` dense-head logits
     ``{side}.dense.bbox_pred``      tuple of ``[B, A · 4, H_l, W_l]`` dense-head deltas
     ``{side}.dense_forward``        callable ``feats -> (cls_scores, bbox_preds)``
-    ``dense.keep_mask``             tuple of ``[B, H_l · W_l]`` bool: False where all
-                                    anchors of a location are in the ignore band
+    ``dense.keep_mask``             tuple of ``[B, H_l · W_l]`` bool, the LSHFM authors'
+                                    location filter: False on images without gt and
+                                    where all anchors of a location are in the ignore
+                                    band, none a low-quality positive
+    ``dense.keep_mask_band``        the same, ignore band only (gt-free images kept)
     ``dense.labels``                tuple of ``[B, H_l · W_l · A]`` long: each anchor's
                                     assigned class by the student head's own assigner
                                     (``num_classes``: negative / ignored)
@@ -94,10 +97,11 @@ class DetectionDistiller(BaseDistiller):
             for side in ('student', 'teacher'):
                 sources[f'{side}.dense.{field}'] = lambda step, s=side, i=i: tuple(
                     self._recorder(s).get('bbox_head')[i])
-        sources['dense.keep_mask'] = lambda step: anchor_keep_mask(
-            self.student.bbox_head,
-            [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
-            step.data_samples)
+        for name, rule in (('dense.keep_mask', 'lshfm'), ('dense.keep_mask_band', 'band')):
+            sources[name] = lambda step, rule=rule: anchor_keep_mask(
+                self.student.bbox_head,
+                [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
+                step.data_samples, rule)
         sources['dense.labels'] = lambda step: dense_anchor_labels(
             self.student.bbox_head,
             [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
@@ -117,7 +121,7 @@ class DetectionDistiller(BaseDistiller):
                 if not hasattr(model, 'bbox_head'):
                     raise ValueError(f'source {source!r} needs a dense head (`bbox_head`), '
                                      f'which the {side} ({type(model).__name__}) lacks.')
-            if source in ('dense.keep_mask', 'dense.labels'):
+            if source in ('dense.keep_mask', 'dense.keep_mask_band', 'dense.labels'):
                 return {'student': {'bbox_head'}}
             if '.dense.' in source:
                 return {'student': {'bbox_head'}, 'teacher': {'bbox_head'}}
