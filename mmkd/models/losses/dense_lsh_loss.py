@@ -349,6 +349,41 @@ def dense_lsh_loss(student_feat: Levels,
             *loc_weights)
 
 
+@torch.no_grad()
+def bf16_bit_flips(teacher_feat: Levels, proj_weight: Tensor,
+                   proj_bias: Optional[Tensor] = None,
+                   mask: Optional[Levels] = None) -> Tuple[Tensor, Tensor]:
+    """How many teacher hash bits ``hash_dtype='bf16'`` changes (a measurement, not part
+    of training; :mod:`mmkd.apis.precision_report`).
+
+    Args:
+        teacher_feat: per level ``[B, C, H_l, W_l]``; proj_weight ``[H, 9·C]``;
+            proj_bias ``[H]`` or None; mask: per level ``[B, H_l·W_l]`` or None.
+
+    Returns:
+        ``(flipped, total)``: scalar counts of bits over the kept locations whose fp32 and
+        bf16 projections disagree on the sign, and of all such bits.
+    """
+    teacher, _, masks = check_dense_inputs(teacher_feat, teacher_feat, mask,
+                                           proj_weight.shape[-1])
+    channels = teacher[0].shape[1]
+    weight = proj_weight.float().reshape(-1, channels, 3, 3)
+    bias = weight.new_zeros(weight.shape[0]) if proj_bias is None else proj_bias.float()
+    exact = _ProjectionPrecision('fp32', torch.float32, weight.device)
+    low = _ProjectionPrecision('bf16', torch.float32, weight.device)
+    flipped = weight.new_zeros(())
+    total = weight.new_zeros(())
+    for level, feat in enumerate(teacher):
+        keep = torch.ones(feat.shape[0], feat.shape[2] * feat.shape[3], dtype=torch.bool,
+                          device=feat.device) if masks is None else masks[level] > 0
+        keep = keep.view(feat.shape[0], 1, feat.shape[2], feat.shape[3])
+        bits32 = exact.conv(exact.operand(feat.float()), exact.operand(weight), bias) > 0
+        bits16 = low.conv(low.operand(feat.float()), low.operand(weight), bias) > 0
+        flipped += ((bits32 != bits16) & keep).sum()
+        total += keep.sum() * weight.shape[0]
+    return flipped, total
+
+
 @MODELS.register_module()
 class DenseLSHLoss(LSHLoss):
     """LSH / LSHL2 on a dense head's per-location features (LSHFM's RetinaNet loss).
@@ -448,4 +483,4 @@ class DenseLSHLoss(LSHLoss):
 
 
 __all__ = ['DenseLSHLoss', 'dense_lsh_loss', 'unfold_levels', 'location_weights',
-           'check_dense_inputs', 'box_sum_3x3', 'HASH_DTYPES']
+           'check_dense_inputs', 'box_sum_3x3', 'bf16_bit_flips', 'HASH_DTYPES']
