@@ -13,8 +13,9 @@ inputs, as ResNets do: the authors' ``stage_input == 'afterrelu'``, chosen per d
 their WRNs take pre-BN inputs and get none), Kaiming-initialised. Where the two stage
 outputs differ in resolution (``student_strides`` / ``teacher_strides``) the conv is a
 3×3 stride-2 conv (source twice the target's size) or a 4×4 stride-2 transposed conv
-(half its size), with a bias, as the authors build them. Besides the pure student and teacher
-paths, every iteration samples ``num_mixed_paths`` (2) paths from the "switch once" set
+(half its size), with a bias, as the authors build them. Besides the pure student and
+teacher paths, every iteration samples ``num_mixed_paths`` (2) paths from the "switch
+once" set
 
 * ``s→t`` after stage ``j``: student stages ``0..j``, ``B_s→t[j]``, teacher stages
   ``j+1..K-1`` and head (gradients flow *through* the frozen teacher into the bridge and
@@ -34,7 +35,7 @@ stage). Losses (the student's cross-entropy is the student's own loss):
   outputs of sampled ``s→t`` paths — to the pure teacher feature ``t_k``; at the last
   stage also on ``GAP(ReLU(·))``. Weight ``l2_weight`` (5; 0.02 for R56→R20 and ImageNet
   R34→R18) times ``min(1, (epoch + 1) / l2_warmup_epochs)``, the linear ramp over the
-  first 20 epochs (fed by the ``progress`` source).
+  first 20 epochs on CIFAR, 5 on ImageNet (fed by the ``progress`` source).
 
 Mixed paths keep **separate BatchNorm running statistics** in the student stages they
 run (one set per mixed path and stage, sharing the affine parameters), so they never
