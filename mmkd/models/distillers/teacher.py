@@ -8,9 +8,11 @@ import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.runner.checkpoint import _load_checkpoint
 
-ConfigLike = Union[dict, ConfigDict, str]
+# ``mmkd::`` paths: the installed package's .mim/configs, the folder MMEngine reads for
+# them in ``_base_`` lists (a link to configs/ in a checkout, a copy in a wheel)
+from mmkd.utils.package_scope import MMKD_CONFIG_ROOT
 
-MMKD_CONFIG_ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..', 'configs'))
+ConfigLike = Union[dict, ConfigDict, str]
 
 
 def resolve_model_config(cfg: ConfigLike, role: str = 'teacher') -> ConfigDict:
