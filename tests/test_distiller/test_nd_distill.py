@@ -367,6 +367,47 @@ def test_dense_labels_source_is_the_heads_assignment(ckpts, tiny_det_data, tmp_p
     assert sum(int((lab < NUM_CLASSES).sum()) for lab in labels) == targets[4] > 0
 
 
+def test_dense_labels_are_the_student_loss_assignment_not_a_second_one(ckpts):
+    """``dense.labels`` is taken from the student head's own ``get_targets`` call in its
+    loss (the assigner runs once per step, not twice), and equals a fresh assignment."""
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmengine.registry import init_default_scope
+
+    from mmkd.models.distillers import detection_distiller
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(repo_path(CONFIGS['retina']))
+    cfg.model.teacher_ckpt = ckpts['retina']
+    cfg.model.distill_losses.nd.loss.class_means = torch.randn(NUM_CLASSES, 64)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.manual_seed(0)
+    data = model.data_preprocessor(
+        demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_classes=4, num_items=[3, 2]),
+        True)
+    head = model.student.bbox_head
+    calls = []
+    assign = head.assigner.assign
+    head.assigner.assign = lambda *a, **k: calls.append(1) or assign(*a, **k)
+    captured = {}
+    original = model._fetch
+
+    def spy(step, source):
+        captured[source] = original(step, source)
+        return captured[source]
+
+    model._fetch = spy
+    model.loss(**data)
+    assert len(calls) == 2  # once per image, by the student's own loss
+    samples = data['data_samples']
+    feats = captured['student.bbox_head.cls_convs.3']
+    fresh = detection_distiller.dense_anchor_labels(
+        head, [f.shape[-2:] for f in feats], samples)
+    assert len(fresh) == len(captured['dense.labels']) == 5
+    for got, want in zip(captured['dense.labels'], fresh):
+        assert torch.equal(got, want)
+
+
 def test_classifier_collector_uses_the_penultimate_feature():
     """The classification branch (mmpretrain ImageClassifier: extract_feat = neck output,
     the fc input), on a stand-in classifier."""

@@ -1,11 +1,12 @@
 """Distillation between two MMDetection detectors (Faster R-CNN, RetinaNet, ...)."""
+from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
 from mmdet.registry import MODELS as MMDET_MODELS
 from torch import Tensor
 
-from ..recorders import RoIHeadRecorder, RoIOutputs
+from ..recorders import DenseTargetsRecorder, RoIHeadRecorder, RoIOutputs
 from .anchor_labels import dense_anchor_labels
 from .anchor_masks import anchor_keep_mask
 from .base_distiller import BaseDistiller, DistillStep
@@ -102,10 +103,7 @@ class DetectionDistiller(BaseDistiller):
                 self.student.bbox_head,
                 [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
                 step.data_samples, rule)
-        sources['dense.labels'] = lambda step: dense_anchor_labels(
-            self.student.bbox_head,
-            [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]],
-            step.data_samples)
+        sources['dense.labels'] = self._dense_labels
         sources['student.dense_forward'] = lambda step: self.student.bbox_head
         sources['teacher.dense_forward'] = lambda step: self.teacher.bbox_head
         return sources
@@ -121,6 +119,9 @@ class DetectionDistiller(BaseDistiller):
                 if not hasattr(model, 'bbox_head'):
                     raise ValueError(f'source {source!r} needs a dense head (`bbox_head`), '
                                      f'which the {side} ({type(model).__name__}) lacks.')
+            if source == 'dense.labels' and hasattr(self.student.bbox_head, 'get_targets') \
+                    and getattr(self, 'student_targets', None) is None:
+                self.student_targets = DenseTargetsRecorder(self.student.bbox_head)
             if source in ('dense.keep_mask', 'dense.keep_mask_band', 'dense.labels'):
                 return {'student': {'bbox_head'}}
             if '.dense.' in source:
@@ -136,11 +137,27 @@ class DetectionDistiller(BaseDistiller):
     def _uses_roi(self) -> bool:
         return getattr(self, 'student_roi', None) is not None
 
+    def _dense_labels(self, step: DistillStep) -> Tuple[Tensor, ...]:
+        """``dense.labels``: the labels the student head's own loss pass assigned
+        (:class:`DenseTargetsRecorder`), or, for a head whose loss did not hand over
+        ``[B, H_l·W_l·A]`` labels per level, the same assignment run again."""
+        sizes = [c.shape[-2:] for c in self._recorder('student').get('bbox_head')[0]]
+        recorder = getattr(self, 'student_targets', None)
+        tapped = None if recorder is None else recorder.labels
+        batch = len(step.data_samples)
+        if tapped is not None and len(tapped) == len(sizes) and all(
+                labels.dim() == 2 and labels.shape[0] == batch and
+                labels.shape[1] % (h * w) == 0 for labels, (h, w) in zip(tapped, sizes)):
+            return tapped
+        return dense_anchor_labels(self.student.bbox_head, sizes, step.data_samples)
+
     # ---------------------------------------------------------------- training
     def _student_loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
-        if not self._uses_roi:
-            return super()._student_loss(inputs, data_samples)
-        with self.student_roi.recording():
+        with ExitStack() as stack:
+            for recorder in (getattr(self, 'student_roi', None),
+                             getattr(self, 'student_targets', None)):
+                if recorder is not None:
+                    stack.enter_context(recorder.recording())
             return super()._student_loss(inputs, data_samples)
 
     def _run_teacher(self, step: DistillStep) -> None:
