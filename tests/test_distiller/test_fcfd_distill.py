@@ -58,6 +58,12 @@ def some_grad(gs) -> bool:
     return any(g is not None and g.abs().sum() > 0 for g in gs)
 
 
+def untouched(gs) -> bool:
+    """No gradient, or only zeros (FCFD's two cross passes share one RoI extraction, so
+    back-propagating one pass's terms alone also reaches the other's inputs, with 0)."""
+    return all(g is None or not g.abs().sum() for g in gs)
+
+
 def no_grad(gs) -> bool:
     return all(g is None for g in gs)
 
@@ -101,15 +107,15 @@ def test_gradient_routing_of_the_cross_terms(det, ckpts):
     assert some_grad([model.student.backbone.conv1.weight.grad])
     assert some_grad(grads(model.student.neck))
     assert reached(loss.s2t[:roi_levels])
-    assert no_grad(grads(loss.t2s)) and no_grad(grads(head))
+    assert untouched(grads(loss.t2s)) and untouched(grads(head))
     assert no_grad(grads(model.teacher)) and not any(
         p.requires_grad for p in model.teacher.parameters())
 
     model.zero_grad(set_to_none=True)
     (parts['kl_ts'] + parts['reg_ts']).backward()
     assert some_grad(grads(head)) and reached(loss.t2s)
-    assert no_grad(grads(loss.s2t)) and no_grad(grads(model.student.backbone))
-    assert no_grad(grads(model.student.neck)) and no_grad(grads(model.teacher))
+    assert untouched(grads(loss.s2t)) and untouched(grads(model.student.backbone))
+    assert untouched(grads(model.student.neck)) and no_grad(grads(model.teacher))
     for key, value in model.teacher.state_dict().items():
         assert torch.equal(value, teacher_state[key]), key
 

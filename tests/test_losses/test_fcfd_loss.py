@@ -4,12 +4,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import init_default_scope
 
 from mmkd.models.losses import FCFDDenseLoss, FCFDRoILoss, kd_loss
-from mmkd.models.losses.fcfd_loss import fcfd_dense_terms
+from mmkd.models.losses.fcfd_loss import (fcfd_appearance_loss, fcfd_dense_terms,
+                                          fcfd_roi_terms)
+from mmkd.models.recorders import RoIHeadRecorder
+from mmkd.models.recorders import roi_recorder
+from mmkd.models.recorders.roi_recorder import extract_rois_jointly, forward_rois_jointly
 
 C = 4                       # FPN channels
 SIZES = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
@@ -355,3 +360,123 @@ def test_bridge_batchnorm_on_a_single_value_per_channel_says_what_to_change():
     assert bridge(torch.randn(2, 8, 1, 1)).shape == (2, 4, 1, 1)
     assert bridge(torch.randn(1, 8, 2, 1)).shape == (1, 4, 2, 1)
     assert bridge.eval()(torch.randn(1, 8, 1, 1)).shape == (1, 4, 1, 1)
+
+
+# ---------------------------------------------------------------- one joint RoI extraction
+class _Detector(nn.Module):
+    """What RoIHeadRecorder needs of a detector: a ``roi_head``."""
+
+    def __init__(self, roi_head):
+        super().__init__()
+        self.roi_head = roi_head
+
+
+def spread_rois(g, n=40, batch=2, dtype=torch.float64):
+    """RoIs of 2..300 px (all four levels of finest_scale 56), some partly outside the
+    128-px images, a few degenerate."""
+    xy = torch.rand(n, 2, generator=g, dtype=dtype) * 150 - 20
+    wh = torch.rand(n, 2, generator=g, dtype=dtype) ** 2 * 300 + 2
+    wh[:2] = 0
+    return torch.cat([torch.randint(0, batch, (n, 1), generator=g).to(dtype), xy, xy + wh], 1)
+
+
+def old_roi_forward(loss, p_s, p_t, rois, s_cls, s_reg, t_cls, t_reg, s_fwd, t_fwd):
+    """FCFDRoILoss.forward before the joint extraction (reference copy): two separate
+    RoI-head passes through mmdet's extractor and mmcv's RoIAlign."""
+    to_teacher, to_student = loss._bridge(p_s, p_t)
+    app = fcfd_appearance_loss(to_teacher, p_t, None)
+    st = t_fwd(to_teacher, rois)
+    ts = s_fwd(to_student, rois)
+    T = loss.temperature
+    terms = {
+        's': fcfd_roi_terms(s_cls, s_reg, t_cls, t_reg, T),
+        'st': fcfd_roi_terms(st.cls_score, st.bbox_pred, t_cls, t_reg, T),
+        'ts': fcfd_roi_terms(ts.cls_score, ts.bbox_pred, t_cls, t_reg, T),
+    }
+    return loss._collect(app, terms)
+
+
+@pytest.mark.parametrize('small_rois', [False, True])
+def test_roi_joint_extraction_equals_the_two_passes_float64(small_rois, monkeypatch):
+    """The loss with RoIHeadRecorder forwards (one sparse RoI extraction for both cross
+    passes) against the old two-pass computation: same terms, same gradients for the
+    student features, the bridges and the student head (float64, real mmdet heads)."""
+    g = torch.Generator().manual_seed(11)
+    s_head, _ = mmdet_roi_head(0, frozen=False)
+    t_head, _ = mmdet_roi_head(100, frozen=True)
+    s_rec, t_rec = RoIHeadRecorder(_Detector(s_head)), RoIHeadRecorder(_Detector(t_head))
+    s_head.double(), t_head.double()
+    loss = FCFDRoILoss(in_channels=C, temperature=2.0, app_weight=0.5, kl_weight=1.5,
+                       reg_weight=0.7).double()
+    randomise_bridges(loss, g)
+    loss.double()
+    rois = spread_rois(g)
+    if small_rois:  # every RoI on level 0: the other levels get zero gradients
+        rois[:, 3:] = rois[:, 1:3] + 6
+    sizes = [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
+    p_s = [torch.randn(2, C, h, w, generator=g, dtype=torch.float64).requires_grad_()
+           for h, w in sizes]
+    p_t = [2 * torch.randn(2, C, h, w, generator=g, dtype=torch.float64) for h, w in sizes]
+    with torch.no_grad():
+        t_out = t_rec.forward_rois(p_t, rois)
+    s_out = s_rec.forward_rois(p_s, rois)
+    args = (p_s, p_t, rois, s_out.cls_score, s_out.bbox_pred, t_out.cls_score,
+            t_out.bbox_pred, s_rec.forward_rois, t_rec.forward_rois)
+    params = p_s + list(loss.parameters()) + list(s_head.parameters())
+    calls = []
+    joint = roi_recorder.extract_rois_jointly
+    monkeypatch.setattr(roi_recorder, 'extract_rois_jointly',
+                        lambda *a, **k: calls.append(1) or joint(*a, **k))
+
+    new = loss(*args)
+    assert calls == [1]  # one extraction for both cross passes
+    new_grads = torch.autograd.grad(sum(new.values()), params, allow_unused=True,
+                                    retain_graph=True)
+    old = old_roi_forward(loss, *args)
+    old_grads = torch.autograd.grad(sum(old.values()), params, allow_unused=True)
+    for key in TERMS:
+        assert old[key] > 0
+        torch.testing.assert_close(new[key], old[key], rtol=1e-12, atol=1e-14)
+    for a, b in zip(new_grads, old_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+    # every bridge gets a gradient (zero on levels no RoI reads, as mmdet's extractor)
+    names = [n for n, _ in loss.named_parameters()]
+    bridge = dict(zip(names, new_grads[len(p_s):len(p_s) + len(names)]))
+    assert all(gr is not None for gr in bridge.values())
+    assert bridge['t2s.0.conv.weight'].abs().sum() > 0
+    assert (bridge['t2s.2.conv.weight'].abs().sum() == 0) == small_rois
+    assert all(p.grad is None for p in t_head.parameters())
+
+
+@pytest.mark.parametrize('sparse', [True, False])
+def test_joint_extraction_equals_mmdet_extractor_per_set(sparse):
+    """extract_rois_jointly (sparse product, or one mmcv call per level on concatenated
+    channels as on CUDA) = mmdet's SingleRoIExtractor on each feature set, values and
+    input gradients, float64."""
+    g = torch.Generator().manual_seed(3)
+    head, _ = mmdet_roi_head(0, frozen=False)
+    extractor = head.bbox_roi_extractor
+    rois = spread_rois(g, n=60)
+    sets = [[torch.randn(2, c, h, w, generator=g, dtype=torch.float64).requires_grad_()
+             for h, w in ((32, 32), (16, 16), (8, 8), (4, 4))] for c in (C, 3)]
+    outs = extract_rois_jointly(extractor, sets, rois, sparse=sparse)
+    extractor.out_channels = 3
+    refs = [extractor(sets[1], rois)]
+    extractor.out_channels = C
+    refs.insert(0, extractor(sets[0], rois))
+    weights = [torch.randn(r.shape, generator=g, dtype=torch.float64) for r in refs]
+    leaves = sets[0] + sets[1]
+    g_new = torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), leaves)
+    g_ref = torch.autograd.grad(sum((r * w).sum() for r, w in zip(refs, weights)), leaves)
+    for a, b in zip(outs + list(g_new), refs + list(g_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_joint_forward_falls_back_for_other_callables():
+    """Plain callables (or heads that extract differently) get one call each."""
+    g, heads, rois, p_s, p_t, *_ = roi_case()
+    outs = forward_rois_jointly([heads['teacher'], heads['student']], [p_s, p_t], rois)
+    torch.testing.assert_close(outs[0].cls_score, heads['teacher'](p_s, rois).cls_score)
+    torch.testing.assert_close(outs[1].bbox_pred, heads['student'](p_t, rois).bbox_pred)

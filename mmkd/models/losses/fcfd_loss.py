@@ -38,6 +38,7 @@ from torch import Tensor
 
 from mmkd.registry import MODELS
 from ..connectors.connectors import ConvBNConnector
+from ..recorders.roi_recorder import forward_rois_jointly
 from .feature_mse_loss import feature_mse_loss
 from .kd_loss import kd_loss
 
@@ -341,8 +342,10 @@ class FCFDRoILoss(_FCFDBase):
                              f'{tuple(rois.shape)}')
         to_teacher, to_student = self._bridge(student_feats, teacher_feats)
         app = fcfd_appearance_loss(to_teacher, teacher_feats, valid_mask)
-        st = teacher_roi_forward(to_teacher, rois)  # pass 3, with grad through the teacher
-        ts = student_roi_forward(to_student, rois)  # pass 4
+        # pass 3 (st, with grad through the teacher) and pass 4 (ts), with one RoI
+        # extraction over both bridged feature sets when the heads allow it
+        st, ts = forward_rois_jointly([teacher_roi_forward, student_roi_forward],
+                                      [to_teacher, to_student], rois)
         T = self.temperature
         terms = {
             's': fcfd_roi_terms(student_cls, student_reg, teacher_cls, teacher_reg, T),
