@@ -57,3 +57,30 @@ def test_teacher_mmkd_path_and_missing_base(tmp_path, monkeypatch):
         Config.fromfile(str(tmp_path / 'bad.py'))
     with pytest.raises(FileNotFoundError, match='no_such_teacher'):
         resolve_model_config('mmkd::synthetic/no_such_teacher.py')
+
+
+def test_objects_of_an_mmkd_base_build_in_the_configs_own_scope(tmp_path, monkeypatch):
+    """MMEngine tags the dicts of a ``pkg::`` base with ``_scope_='pkg'``; mmkd's scope
+    registries build them from the config's scope (mmdet, or mmpretrain)."""
+    from mmengine.registry import MODELS, TRANSFORMS, VISUALIZERS, init_default_scope
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'det.py').write_text(
+        "_base_ = ['mmkd::baselines/fitnet_retinanet_r18_r18w16_fpn_synth.py']\n"
+        "visualizer = dict(name='scope_test_visualizer', save_dir='vis')\n")
+    cfg = Config.fromfile('det.py')
+    assert cfg.model._scope_ == 'mmkd' and cfg.visualizer._scope_ == 'mmkd'
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == 'DetectionDistiller'
+    assert type(model.student).__module__.startswith('mmdet.')
+    assert type(VISUALIZERS.build(cfg.visualizer)).__name__ == 'DetLocalVisualizer'
+    resize = TRANSFORMS.build(cfg.train_pipeline[2])
+    assert type(resize).__module__.startswith('mmdet.')  # mmdet's Resize, not mmcv's
+
+    (tmp_path / 'cls.py').write_text(
+        "_base_ = ['mmkd::classification/synthetic/resnet32_synth.py']\n")
+    cfg = Config.fromfile('cls.py')
+    init_default_scope(cfg.default_scope)
+    classifier = MODELS.build(cfg.model)
+    assert type(classifier).__module__.startswith('mmpretrain.')
+    init_default_scope('mmdet')
