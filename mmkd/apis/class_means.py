@@ -311,8 +311,9 @@ def build_collector(distiller: nn.Module, binding: nn.Module) -> EmbeddingCollec
         return ClassifierCollector(teacher)
     raise ValueError(
         f'class means: no collector for an ND loss fed '
-        f'teacher_emb={inputs.get("teacher_emb")!r} by a {type(teacher).__name__} teacher (supported: teacher.roi.embedding of a '
-        'two-stage detector, DenseNDLoss on a dense head, an mmpretrain classifier).')
+        f'teacher_emb={inputs.get("teacher_emb")!r} by a {type(teacher).__name__} teacher '
+        '(supported: teacher.roi.embedding of a two-stage detector, DenseNDLoss on a dense '
+        'head, an mmpretrain classifier).')
 
 
 # ------------------------------------------------------------------------ config side
