@@ -332,7 +332,15 @@ class BaseDistiller(BaseModel):
                 losses[f'distill.loss_{name}'] = total
                 for term, value in parts.items():  # detached, log only (see parse_losses)
                     losses[f'distill.loss_{name}.{term}'] = value
+        self._release_step()
         return losses
+
+    def _release_step(self) -> None:
+        """Drop what the recorders kept of this step: the losses hold what backward needs,
+        and nothing of one step may stay alive into the next (task subclasses add their
+        own recorders)."""
+        self.student_recorder.clear()
+        self.teacher_recorder.clear()
 
     def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """MMEngine's ``parse_losses`` (the total is the sum of every ``*loss*`` entry),
@@ -403,6 +411,7 @@ class BaseDistiller(BaseModel):
             for handle in handles:
                 handle.remove()
             self.train(was_training)
+            self._release_step()
         return captured
 
     def train_step(self, data: Union[dict, tuple, list],

@@ -137,6 +137,14 @@ class DetectionDistiller(BaseDistiller):
     def _uses_roi(self) -> bool:
         return getattr(self, 'student_roi', None) is not None
 
+    def _release_step(self) -> None:
+        super()._release_step()
+        if self._uses_roi:
+            self.student_roi.clear()
+            self.teacher_roi.clear()
+        if getattr(self, 'student_targets', None) is not None:
+            self.student_targets.labels = None
+
     def _dense_labels(self, step: DistillStep) -> Tuple[Tensor, ...]:
         """``dense.labels``: the labels the student head's own loss pass assigned
         (:class:`DenseTargetsRecorder`), or, for a head whose loss did not hand over

@@ -68,13 +68,17 @@ class ModuleOutputRecorder:
     @contextmanager
     def recording(self) -> Iterator['ModuleOutputRecorder']:
         """Clear previous records and record every hooked module until exit."""
-        for calls in self._records.values():
-            calls.clear()
+        self.clear()
         self._active = True
         try:
             yield self
         finally:
             self._active = False
+
+    def clear(self) -> None:
+        """Drop every recorded output (the distiller calls this after each step)."""
+        for calls in self._records.values():
+            calls.clear()
 
     def get(self, path: str) -> RecordedValue:
         """The recorded output of ``path``: one value, or a tuple (one per call)."""
