@@ -69,7 +69,9 @@ BY_NAME = {m.name: m for m in METHODS}
 METHOD_CFGS = {m.name: m.config for m in METHODS}
 BASES = {m.name: m.base for m in METHODS}
 NOTES = ['"(mmkd)": a combination of mmkd\'s own, not in the method\'s paper (the ND paper '
-         'adds ND to KD and to ReviewKD, not to FitNet).']
+         'adds ND to KD and to ReviewKD, not to FitNet).',
+         'L2 + AMD: its L2 term covers only the FPN levels AMD uses (RetinaNet P3-P5, '
+         'Faster R-CNN P2-P5), the L2 (FitNet) row all five levels.']
 
 # Per detector: the teacher's iterations (configs/synthetic/*_teacher_synth.py) and the
 # students' (every student row: alone and distilled).

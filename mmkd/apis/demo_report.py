@@ -108,8 +108,9 @@ def _table_lines(results: Sequence[RunResult],
     for row in summary_rows(results, bases):
         if 'gain_base' in row:
             run_std, base_std = row['spread']
-            vs_base = (f'{100 * row["gain_base"]:+.1f} (±{100 * run_std:.1f} / '
-                       f'±{100 * base_std:.1f})')
+            vs_base = f'{100 * row["gain_base"]:+.1f}'
+            if row['real'] is not None:  # spreads exist only with two seeds or more
+                vs_base += f' (±{100 * run_std:.1f} / ±{100 * base_std:.1f})'
             real = {True: 'yes', False: 'no', None: '1 seed'}[row['real']]
         else:
             vs_base = real = ''

@@ -105,7 +105,8 @@ def test_gain_over_the_base_is_real_only_beyond_both_spreads():
     assert '+4.0 (±1.0 / ±1.0)' in lsh and 'yes' in lsh
     fcfd = next(line for line in table.splitlines() if line.startswith('FCFD'))
     assert '+2.0 (±3.0 / ±1.0)' in fcfd and ' no ' in fcfd
-    assert '1 seed' in next(line for line in table.splitlines() if line.startswith('AMD'))
+    amd = next(line for line in table.splitlines() if line.startswith('AMD'))
+    assert '1 seed' in amd and '+9.0' in amd and '(±' not in amd  # no spread from one seed
 
 
 def test_a_loss_below_its_base_is_never_a_real_gain():
