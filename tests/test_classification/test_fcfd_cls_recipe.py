@@ -72,6 +72,12 @@ def test_teacher_bn_mode(mode, teacher_ckpt):
     torch.testing.assert_close(kl_mix, mixed[mode], rtol=1e-4, atol=1e-6)
     assert not torch.allclose(kl_mix, mixed[other], rtol=1e-4, atol=1e-6)
 
+    # collect_loss_inputs (the distiller in eval mode meanwhile) sees the same teacher
+    collected = model.collect_loss_inputs(raw_batch(8), 'fcfd')['fcfd'][0]
+    torch.testing.assert_close(collected['teacher_logits'], logits[mode], rtol=1e-4,
+                               atol=1e-5)
+    assert model.training
+
     # a full training step: the teacher's running statistics are untouched, its BN
     # layers back in eval mode
     wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))

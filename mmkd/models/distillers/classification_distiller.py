@@ -191,9 +191,29 @@ class ClassificationDistiller(BaseDistiller):
                          init_cfg, inherit, nonfinite, teacher_dtype)
         self.teacher_bn = teacher_bn
 
-    def _teacher_norms(self):
+    @contextmanager
+    def _teacher_norms(self) -> Iterator[None]:
         """The context the distill losses run in (see ``teacher_bn``)."""
-        return batch_statistics(self.teacher) if self.teacher_bn == 'train' else ExitStack()
+        if self.teacher_bn != 'train':
+            yield
+            return
+        with batch_statistics(self.teacher):
+            object.__setattr__(self, '_teacher_batch_stats', True)
+            try:
+                yield
+            finally:
+                object.__setattr__(self, '_teacher_batch_stats', False)
+
+    def train(self, mode: bool = True) -> 'ClassificationDistiller':
+        """As :meth:`BaseDistiller.train` (the teacher stays in eval mode); inside
+        :meth:`_teacher_norms` the teacher's BatchNorm layers keep using batch statistics
+        (``collect_loss_inputs`` switches the distiller to eval mode meanwhile)."""
+        super().train(mode)
+        if getattr(self, '_teacher_batch_stats', False):
+            for module in self.teacher.modules():
+                if isinstance(module, _BatchNorm):
+                    module.training = True
+        return self
 
     def loss(self, inputs: Tensor, data_samples: List) -> Dict[str, Tensor]:
         with self._teacher_norms():
