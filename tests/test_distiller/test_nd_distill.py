@@ -148,16 +148,27 @@ def test_tool_student_rois_the_authors_recipe(ckpts, tiny_det_data, tmp_path, mo
     path = str(tmp_path / 'class_means.pth')
     cfg = nd_config('frcnn', tiny_det_data, str(tmp_path / 'work'), ckpts['frcnn'], path)
     student_ckpt = save_random_checkpoint(cfg.model.student, str(tmp_path / 's.pth'), 3)
-    seen = []
-    from_batch = cm_api.StudentRoICollector.from_batch
+    seen, rois_seen = [], []
+    from_batch, forward_rois = cm_api.StudentRoICollector.from_batch, \
+        RoIHeadRecorder.forward_rois
+
+    def spy_rois(self, feats, rois):  # the teacher's RoI head on the student's RoIs
+        if self.owner == 'teacher':
+            rois_seen.append(rois)
+        return forward_rois(self, feats, rois)
+
+    rpn_calls = []
 
     def spy(self, data_batch):
+        if not seen:  # the teacher's RPN must not run: the RoIs are the student's
+            self.distiller.teacher.rpn_head.register_forward_hook(
+                lambda *args: rpn_calls.append(1))
         emb, labels = from_batch(self, data_batch)
-        seen.append((self.distiller, data_batch, self.distiller.student_roi.sampled.rois,
-                     emb, labels))
+        seen.append((self.distiller, data_batch, rois_seen[-1], emb, labels))
         return emb, labels
 
     monkeypatch.setattr(cm_api.StudentRoICollector, 'from_batch', spy)
+    monkeypatch.setattr(RoIHeadRecorder, 'forward_rois', spy_rois)
     write_class_means(cfg, max_images=3, progress=False, rois='student',
                       student_checkpoint=student_ckpt)
     means, counts, meta = load_class_means(path)
@@ -169,6 +180,7 @@ def test_tool_student_rois_the_authors_recipe(ckpts, tiny_det_data, tmp_path, mo
     assert torch.equal(counts, ref_counts) and counts[NUM_CLASSES] > 0
     torch.testing.assert_close(means.double(), ref, rtol=1e-6, atol=1e-7)
 
+    assert len(seen) == 2 and not rpn_calls
     model = seen[0][0]
     loaded = torch.load(student_ckpt, weights_only=True)['state_dict']
     for key, value in model.student.state_dict().items():  # the checkpoint's student
