@@ -2,7 +2,7 @@
 
     python tools/visualize_features.py CONFIG CKPT IMAGE --out DIR
         [--compare STUDENT_ALONE_CKPT] [--sources neck [backbone ...]] [--levels 0 1 2]
-        [--teacher-ckpt PATH] [--cfg-options k=v ...]
+        [--teacher-ckpt PATH] [--dpi 110] [--cfg-options k=v ...]
 
 CONFIG is a distillation config (``DetectionDistiller``), CKPT its trained checkpoint
 (the distilled student; the teacher's weights come from the config's ``teacher_ckpt``
@@ -52,6 +52,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='indices of a tuple-valued source to draw (default: all)')
     parser.add_argument('--teacher-ckpt', help="the teacher's weights (default: the "
                         "config's model.teacher_ckpt)")
+    parser.add_argument('--dpi', type=int, default=110, help='resolution of the PNGs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
     return parser.parse_args(argv)
@@ -171,7 +172,8 @@ def level_name(source: str, index: int, count: int, feat: Tensor, input_h: int) 
 
 
 # ------------------------------------------------------------------------ drawing
-def draw(path: str, image_rgb, rows: List[dict], networks: List[str], title: str) -> None:
+def draw(path: str, image_rgb, rows: List[dict], networks: List[str], title: str,
+         dpi: int = 110) -> None:
     """One PNG: a row per level, columns image | each network's mean | each network's
     attention."""
     import matplotlib
@@ -209,7 +211,7 @@ def draw(path: str, image_rgb, rows: List[dict], networks: List[str], title: str
             ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -260,7 +262,8 @@ def visualize(args: argparse.Namespace) -> Dict[str, str]:
         png = osp.join(args.out, f'feature_maps_{path.replace(".", "_")}.png')
         draw(png, image_rgb, rows, networks,
              f'{source} of {osp.basename(args.config)} on {osp.basename(args.image)} '
-             '(each map min-max scaled; corr: Pearson correlation with the teacher)')
+             '(each map min-max scaled; corr: Pearson correlation with the teacher)',
+             dpi=args.dpi)
         written[source] = png
         report[source] = {row['name']: row['corr'] for row in rows}
     with open(osp.join(args.out, 'feature_maps.json'), 'w') as f:
