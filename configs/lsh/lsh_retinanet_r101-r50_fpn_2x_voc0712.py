@@ -18,11 +18,12 @@
 #
 # Loss (DenseLSHLoss): per FPN level P3-P7, the 4-conv classification tower output of both
 # heads (bbox_head.cls_convs.3, 256 ch after ReLU), unfolded 3x3 (padding 1) -> 2304-d per
-# location, all levels concatenated, locations whose 9 anchors are all in the ignore band
-# dropped (dense.keep_mask): 7 * (MSE + BCE(W f_s, 1[W f_t > 0])), 4096 hashes, b = 0,
-# sigma = std of the teacher's retina_cls weight, averaged over kept locations per image,
-# then over images. Hash logits in fp32; computed in 4096-location chunks whose logits are
-# recomputed in backward (see DenseLSHLoss: bounded memory at 800-px multi-scale sizes).
+# location, all levels concatenated; images without gt skipped and locations whose 9
+# anchors are all in the ignore band (none a low-quality positive) dropped
+# (dense.keep_mask): 7 * (MSE + BCE(W f_s, 1[W f_t > 0])), 4096 hashes, b = 0, sigma =
+# std of the teacher's retina_cls weight, averaged over kept locations per image, then
+# over images. Hash logits in fp32, as a 3x3 convolution over chunks of hash functions
+# (see DenseLSHLoss: no unfolded tensors, C-channel maps plus one chunk of logits).
 _base_ = ['mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py']
 custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 

@@ -3,8 +3,9 @@
 #
 # Loss (DenseLSHLoss): on each FPN level P3-P7, the output of the 4-conv classification
 # tower (bbox_head.cls_convs.3, 64 channels after ReLU) of both heads, unfolded 3x3 with
-# padding 1 -> 576-d per location, locations of all levels concatenated; locations whose 9
-# anchors are all in the assigner's ignore band (IoU in [0.4, 0.5)) are dropped
+# padding 1 -> 576-d per location, locations of all levels concatenated; as the authors,
+# images without gt are skipped and locations whose 9 anchors are all in the assigner's
+# ignore band (IoU in [0.4, 0.5)), none a low-quality positive match, are dropped
 # (dense.keep_mask). beta * (MSE + BCE(W f_s + b, 1[W f_t + b > 0])), beta = 7,
 # N = 4096 hashes (the authors' RetinaNet setting), b = 0, sigma = std of the teacher's
 # retina_cls weight; averaged over the kept locations of each image, then over images.
