@@ -9,7 +9,8 @@ The pieces are kept separate so that other tasks can reuse them:
 
 * :func:`inline_model_configs` / :func:`strip_pretrained`: model-side, task-agnostic
   (resolve ``student`` / ``teacher`` config paths, drop every ``Pretrained`` / URL init);
-* :func:`tiny_detection_data`: detection dataloaders and evaluators -> tiny dataset;
+* :func:`tiny_detection_data`: detection dataloaders and evaluators -> tiny dataset
+  (:func:`shrink_scales`, :func:`shrink_batch_augments`: image sizes);
 * :func:`tiny_runtime`: loop, hooks, logging, work dir;
 * :func:`tiny_run_config`: all of the above for a detection config;
 * :func:`write_random_checkpoint` / :class:`RandomCheckpointCache`: a random-init
@@ -185,18 +186,50 @@ def shrink_scales(cfg: Any, img_scale: Tuple[int, int]) -> None:
     """In place: every image scale of every transform (``Resize``/``RandomResize``
     ``scale``, ``RandomChoiceResize`` ``scales``, ``Mosaic``/``MixUp`` ``img_scale``,
     ``Pad`` ``size``, inside ``TestTimeAug`` / ``RandomChoice`` too) -> ``img_scale``;
-    multi-scale lists keep their length."""
+    multi-scale lists keep their length; so does an absolute ``RandomCrop`` ``crop_size``
+    (a relative one is a fraction and stays). A negative ``RandomAffine`` ``border`` (YOLOX /
+    RTMDet: cut a mosaic of twice the scale back to the scale) becomes minus half of
+    ``img_scale``."""
     if isinstance(cfg, dict):
         is_transform = 'type' in cfg
         for key in list(cfg.keys()):
             if is_transform and (key in SCALE_KEYS or
                                  (key == 'size' and 'Pad' in str(cfg['type']))):
                 cfg[key] = _small_scale(cfg[key], img_scale)
+            elif is_transform and key == 'crop_size' and 'Crop' in str(cfg['type']) and \
+                    cfg.get('crop_type', 'absolute') in ('absolute', 'absolute_range'):
+                cfg[key] = _small_scale(cfg[key], img_scale)
+            elif is_transform and key == 'border' and 'RandomAffine' in str(cfg['type']) \
+                    and _is_pair(cfg[key]) and min(cfg[key]) < 0:
+                cfg[key] = (-img_scale[0] // 2, -img_scale[1] // 2)
             else:
                 shrink_scales(cfg[key], img_scale)
     elif isinstance(cfg, (list, tuple)):
         for value in cfg:
             shrink_scales(value, img_scale)
+
+
+def shrink_batch_augments(model: Any, img_scale: Tuple[int, int]) -> int:
+    """In place, in a model config (data preprocessors of the student / teacher too):
+    every ``BatchSyncRandomResize`` (YOLOX's multi-scale batches, 320-640 px) draws
+    its size from ``max(img_scale)`` only (rounded up to its ``size_divisor``).
+
+    Returns:
+        int: how many were changed.
+    """
+    changed = 0
+    if isinstance(model, dict):
+        if 'BatchSyncRandomResize' in str(model.get('type', '')):
+            div = int(model.get('size_divisor', 32))
+            size = -(-max(img_scale) // div) * div
+            model['random_size_range'] = (size, size)
+            changed += 1
+        for value in model.values():
+            changed += shrink_batch_augments(value, img_scale)
+    elif isinstance(model, (list, tuple)):
+        for value in model:
+            changed += shrink_batch_augments(value, img_scale)
+    return changed
 
 
 def _leaf_dataset(dataset: dict) -> dict:
@@ -315,14 +348,23 @@ def tiny_runtime(cfg: Config,
                  max_iters: int = 2,
                  val: bool = False,
                  save_checkpoint: bool = False,
-                 seed: int = 0) -> Config:
+                 seed: int = 0,
+                 max_epochs: Optional[int] = None) -> Config:
     """A short iteration-based run, in place: ``max_iters`` iterations, logging every
     iteration, no checkpoints (unless ``save_checkpoint``: one, at the end), validation
-    off (``val=False``: ``TeacherEvalHook`` then skips itself) or once at the end."""
+    off (``val=False``: ``TeacherEvalHook`` then skips itself) or once at the end.
+
+    With ``max_epochs``, an epoch-based run of that many epochs instead (``max_iters`` is
+    then ignored), for the runtime hooks that act at an epoch (mode / pipeline
+    switches, ``SetEpochInfoHook``); the config's parameter schedulers are kept."""
     cfg.work_dir = osp.abspath(work_dir)
     cfg.experiment_name = osp.basename(cfg.work_dir.rstrip('/')) or 'tiny'
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
-                         val_interval=max_iters)
+    if max_epochs is None:
+        cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
+                             val_interval=max_iters)
+    else:
+        cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs,
+                             val_interval=max_epochs)
     if not val:
         cfg.val_dataloader = None
         cfg.val_cfg = None
@@ -332,8 +374,12 @@ def tiny_runtime(cfg: Config,
     hooks = cfg.get('default_hooks') or ConfigDict()
     if hooks.get('logger') is not None:
         hooks.logger.interval = 1
-    hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=max_iters) \
-        if save_checkpoint else None
+    if not save_checkpoint:
+        hooks.checkpoint = None
+    elif max_epochs is None:
+        hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=max_iters)
+    else:
+        hooks.checkpoint = dict(type='CheckpointHook', by_epoch=True, interval=max_epochs)
     cfg.default_hooks = hooks
     log_processor = dict(cfg.get('log_processor') or dict(type='LogProcessor'))
     log_processor.update(window_size=1, by_epoch=False)
@@ -365,15 +411,19 @@ def tiny_run_config(cfg: Config,
                     batch_size: int = 2,
                     num_classes: Union[None, int, str] = None,
                     val: bool = False,
-                    save_checkpoint: bool = False) -> Config:
+                    save_checkpoint: bool = False,
+                    max_epochs: Optional[int] = None) -> Config:
     """A copy of the full-size detection config ``cfg`` that trains ``max_iters``
-    iterations of ``batch_size`` images on the generated dataset at ``data_root``.
+    iterations (or ``max_epochs`` epochs, see :func:`tiny_runtime`) of ``batch_size``
+    images on the generated dataset at ``data_root``.
 
     * model: ``student`` / ``teacher`` paths inlined, every ``Pretrained`` / URL init
       removed (student, teacher, backbones...), ``model.teacher_ckpt = teacher_ckpt``
       (distillers only; write one with :class:`RandomCheckpointCache`); a random
       class-means file in ``work_dir`` for every ND loss (:func:`random_class_means`);
-    * data: see :func:`tiny_detection_data` (dataset wrappers unwrapped, scales shrunk);
+    * data: see :func:`tiny_detection_data` (dataset wrappers unwrapped, scales shrunk),
+      also in the pipelines of custom hooks (``PipelineSwitchHook``) and the model's batch
+      augments (:func:`shrink_batch_augments`);
     * runtime: see :func:`tiny_runtime`.
 
     Args:
@@ -394,10 +444,12 @@ def tiny_run_config(cfg: Config,
     if 'teacher' in model:
         model.teacher_ckpt = teacher_ckpt
     random_class_means(model, work_dir, num_classes)
+    shrink_batch_augments(model, img_scale)
     tiny_detection_data(cfg, data_root, fmt=fmt, img_scale=img_scale,
                         batch_size=batch_size)
+    shrink_scales(cfg.get('custom_hooks') or [], img_scale)
     tiny_runtime(cfg, work_dir, max_iters=max_iters, val=val,
-                 save_checkpoint=save_checkpoint)
+                 save_checkpoint=save_checkpoint, max_epochs=max_epochs)
     return cfg
 
 

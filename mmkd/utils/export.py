@@ -16,6 +16,11 @@ def student_checkpoint(checkpoint: Dict) -> Dict:
     prefix, and the original ``meta`` (``dataset_meta``, epoch, iter...). The teacher was
     never saved; connectors, bridges, loss buffers, optimizer and schedulers are dropped.
 
+    A checkpoint of a run with MMEngine's ``EMAHook`` (RTMDet, YOLOX) holds the averaged
+    weights as its ``state_dict`` (the raw ones go to ``ema_state_dict``): the export is
+    the EMA student, the one those families evaluate and ship.
+    ``meta['mmkd_export']['weights']`` says which: ``'ema'`` or ``'raw'``.
+
     Raises:
         ValueError: ``checkpoint`` holds no ``student.*`` weights.
     """
@@ -26,10 +31,12 @@ def student_checkpoint(checkpoint: Dict) -> Dict:
         raise ValueError('not a distiller checkpoint: it has no "student." weights '
                          '(a plain detector checkpoint needs no export).')
     meta = dict(checkpoint.get('meta', {}))
-    meta['mmkd_export'] = dict(dropped=sorted({
-        k.split('.', 2)[0] + '.' + k.split('.', 2)[1]
-        for k in state if not k.startswith(STUDENT_PREFIX) and '.' in k
-    }))
+    meta['mmkd_export'] = dict(
+        dropped=sorted({
+            k.split('.', 2)[0] + '.' + k.split('.', 2)[1]
+            for k in state if not k.startswith(STUDENT_PREFIX) and '.' in k
+        }),
+        weights='ema' if 'ema_state_dict' in checkpoint else 'raw')
     return dict(meta=meta, state_dict=student)
 
 

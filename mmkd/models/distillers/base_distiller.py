@@ -69,6 +69,11 @@ class BaseDistiller(BaseModel):
 
     #: registry the student and teacher are built from (set by task subclasses)
     task_registry: Registry = None
+    #: attributes of the student that the distiller itself answers for (task subclasses
+    #: name them, see :meth:`__getattr__`): the parts mmdet / MMEngine runtime hooks
+    #: address on ``runner.model`` directly
+    student_attributes: Tuple[str, ...] = ()
+
 
     def __init__(self,
                  student: ConfigLike,
@@ -127,6 +132,21 @@ class BaseDistiller(BaseModel):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Deliberate forwarding, for the runtime hooks of the detector families: e.g.
+        # mmdet's YOLOXModeSwitchHook sets ``runner.model.bbox_head.use_l1 = True``. Only
+        # the names in ``student_attributes`` are forwarded, only when the distiller has
+        # no attribute of that name, and always to the student (never the teacher); the
+        # forwarded module stays registered once, under ``student.`` (state dict, optimizer).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in type(self).student_attributes:
+                student = self.__dict__.get('_modules', {}).get('student')
+                if student is not None and hasattr(student, name):
+                    return getattr(student, name)
+            raise
 
     def _apply(self, fn: Callable, *args, **kwargs) -> 'BaseDistiller':
         # .to() / .cuda() / .cpu() / .half() move the teacher along with the student.
@@ -288,6 +308,14 @@ class BaseDistiller(BaseModel):
         return step.values[source]
 
     # ---------------------------------------------------------------- training
+    def set_epoch(self, epoch: int) -> None:
+        """What mmdet's ``SetEpochInfoHook`` calls before each training epoch: passed on to
+        the student when it has a ``set_epoch`` of its own, a no-op otherwise (the frozen
+        teacher needs no epoch; the distill-loss schedules get theirs from
+        :class:`~mmkd.hooks.DistillScheduleHook`)."""
+        if hasattr(self.student, 'set_epoch'):
+            self.student.set_epoch(epoch)
+
     def set_progress(self, iteration: int, epoch: int) -> None:
         """Called by :class:`~mmkd.hooks.DistillScheduleHook` before each iteration."""
         self.progress = (iteration, epoch)

@@ -3,6 +3,7 @@ from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import torch
+import torch.nn as nn
 from mmdet.registry import MODELS as MMDET_MODELS
 from torch import Tensor
 
@@ -69,9 +70,22 @@ class DetectionDistiller(BaseDistiller):
     student's RoIs. The teacher runs ``extract_feat`` always, its dense head only if a
     source needs it, its RoI head only for ``roi.*`` / ``roi_head.*`` sources — never its
     RPN, assigners, samplers or losses.
+
+    The distiller answers for the student's ``backbone``, ``neck``, ``bbox_head``,
+    ``rpn_head`` and ``roi_head`` (:attr:`student_attributes`): the families' runtime
+    hooks address them on ``runner.model`` (mmdet's ``YOLOXModeSwitchHook`` sets
+    ``model.bbox_head.use_l1``), and reach the student's, never the teacher's.
+    ``set_epoch`` (``SetEpochInfoHook``) is passed on to the student. ``EMAHook``
+    averages the distiller's parameters and buffers, i.e. the student's and the
+    connectors' (the teacher is not among them), and saves the averages as the
+    checkpoint's ``state_dict``, so the student exported from it is the EMA student.
+
+    RoI sources need one box head: a multi-stage RoI head (Cascade R-CNN's
+    ``CascadeRoIHead``) is refused when the model is built.
     """
 
     task_registry = MMDET_MODELS
+    student_attributes = ('backbone', 'neck', 'bbox_head', 'rpn_head', 'roi_head')
 
     def _check_compatible(self) -> None:
         n_s, n_t = detector_num_classes(self.student), detector_num_classes(self.teacher)
@@ -130,6 +144,17 @@ class DetectionDistiller(BaseDistiller):
 
     def _ensure_roi_recorders(self) -> None:
         if getattr(self, 'student_roi', None) is None:
+            for side, model in (('student', self.student), ('teacher', self.teacher)):
+                roi_head = getattr(model, 'roi_head', None)
+                if isinstance(getattr(roi_head, 'bbox_head', None), nn.ModuleList):
+                    raise ValueError(
+                        f'RoI sources (roi.*, {side}.roi.*, {side}.roi_forward) compare '
+                        'the two networks on one set of RoIs through one box head, but the '
+                        f'{side} has a {type(roi_head).__name__} with '
+                        f'{len(roi_head.bbox_head)} box heads (Cascade R-CNN), each on '
+                        'its own refined RoIs: which stage they would mean is not defined, '
+                        'so mmkd refuses them. Distil the FPN instead (student.neck / '
+                        'teacher.neck: FeatureMSELoss, PKDLoss, AMDLoss).')
             self.student_roi = RoIHeadRecorder(self.student, 'student')
             self.teacher_roi = RoIHeadRecorder(self.teacher, 'teacher')
 
