@@ -14,12 +14,12 @@
 # with at least one. Hash logits are fp32 (mmkd's precaution; the authors' NaN remark is
 # about plain LSH without the L2 term on RetinaNet, not about precision).
 #
-# Memory: ~22.4k locations per 1333x800 image, 44.8k per GPU. The loss runs over
-# 4096-location chunks and recomputes each chunk's hash logits in backward, so it holds the
-# unfolded student/teacher features and the student's gradient (3 x 44.8k x 2304 floats,
-# 1.2 GB in fp32, half under fp16 AMP) plus one chunk's working set (~0.3 GB): ~1.5 GB,
-# instead of ~3 GB more for [locations x 4096] logits/targets/BCE terms kept for backward.
-# Set loss.checkpoint=False to trade that memory for 40% less loss compute.
+# Cost: ~22.4k locations per 1333x800 image, 44.8k per GPU. DenseLSHLoss never unfolds: the
+# hash logits are a 3x3 convolution of the 256-channel tower with the 4096 hash functions,
+# run over chunks of hash functions with the student's gradient computed on the spot, so
+# the loss holds C-channel maps and one chunk of logits (~0.15 GB), and costs three
+# [locations x 2304] x [2304 x 4096] products per step. loss.hash_dtype='bf16' (or 'tf32'
+# on Ampere and newer GPUs) runs those products in lower precision (see README.md).
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
 custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 
@@ -40,9 +40,7 @@ model = dict(
                 sigma='bbox_head.retina_cls.weight',
                 bias=0.0,
                 with_l2=True,
-                loss_weight=7.0,
-                chunk_size=4096,
-                checkpoint=True),
+                loss_weight=7.0),
             inputs=dict(student_feat='student.bbox_head.cls_convs.3',
                         teacher_feat='teacher.bbox_head.cls_convs.3',
                         mask='dense.keep_mask'))))
