@@ -337,6 +337,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                         choices=[m.key for m in METHODS],
                         help='rows to train (their bases are added)')
     parser.add_argument('--seeds', type=int, nargs='+', help='override the seeds')
+    parser.add_argument('--teacher-iters', type=int, help="override the teacher's iterations")
+    parser.add_argument('--student-iters', type=int,
+                        help="override every student run's iterations")
     parser.add_argument('--jobs', type=int, default=2,
                         help='runs side by side, one torch thread each (default 2)')
     args = parser.parse_args(argv)
@@ -344,6 +347,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     preset = QUICK if args.quick else FULL
     size = dict(preset[det], seeds=tuple(args.seeds or preset['seeds']),
                 num_train=preset['num_train'], num_val=preset['num_val'])
+    for key in ('teacher_iters', 'student_iters'):
+        if getattr(args, key):
+            size[key] = getattr(args, key)
     out = osp.abspath(osp.join(args.out, 'quick' if args.quick else 'full', det))
     methods = with_bases(args.methods)
     teacher_cfg, student_cfg = TEACHER_CFG.format(det=det), STUDENT_CFG.format(det=det)
