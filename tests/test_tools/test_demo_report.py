@@ -194,3 +194,28 @@ def test_jobs_run_side_by_side_after_their_dependencies(tmp_path):
     with pytest.raises(SystemExit, match='command failed'):
         demo.run_jobs([job('bad', code=3)], 2, board, poll=0.05)
     assert not (tmp_path / 'bad.json').is_file()
+
+
+def test_status_board_redraws_the_bars_in_place_on_a_terminal():
+    import io
+    demo = _demo()
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    board = demo.StatusBoard(0.0, stream=term)
+    board.draw({'a': 'bar a', 'b': 'bar b'})
+    board.draw({'a': 'bar a2', 'b': 'bar b2'})  # moves up over the two bars first
+    board.say('teacher: done')
+    text = term.getvalue()
+    assert text.startswith('bar a\nbar b\n' + '\x1b[F\x1b[2K' * 2 + 'bar a2\nbar b2\n')
+    rest = text.split('bar b2\n', 1)[1]  # the message clears the bars, then scrolls
+    assert rest.startswith('\x1b[F\x1b[2K' * 2) and rest.endswith('teacher: done\n')
+    # a pipe gets plain lines, at most one per run and interval
+    pipe = io.StringIO()
+    board = demo.StatusBoard(0.0, stream=pipe, interval=3600)
+    board.draw({'a': 'bar a'})
+    board.draw({'a': 'bar a again'})
+    assert pipe.getvalue().count('bar a') == 1 and '\x1b' not in pipe.getvalue()
