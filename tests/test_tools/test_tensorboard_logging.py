@@ -25,6 +25,9 @@ def test_distill_losses_and_terms_reach_tensorboard(tiny_det_data, tmp_path):
     cfg.custom_hooks = [dict(type='DistillScheduleHook')]
     cfg.visualizer.vis_backends = [dict(type='LocalVisBackend'),
                                    dict(type='TensorboardVisBackend')]
+    # MMEngine keeps one visualizer per name per process: a fresh name, so that an
+    # earlier test's visualizer (without this backend) is not reused
+    cfg.visualizer.name = 'tensorboard_test_visualizer'
     Runner.from_cfg(cfg).train()
 
     events = glob.glob(str(tmp_path / 'work' / '*' / 'vis_data' / 'events.out.tfevents.*'))

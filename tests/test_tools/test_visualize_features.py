@@ -1,7 +1,7 @@
 """tools/visualize_features.py: teacher vs student feature maps as a PNG."""
+import glob
 import json
 import os.path as osp
-import glob
 
 import cv2
 import pytest
