@@ -279,7 +279,7 @@ def load_config(config: Union[str, Config], options: Optional[Dict[str, Any]] = 
     if options:
         cfg.merge_from_dict(options)
     inline_model_configs(cfg.model)
-    strip_pretrained(cfg)
+    strip_pretrained(cfg.model)  # a ConfigDict (the Config object itself is no dict)
     return cfg
 
 

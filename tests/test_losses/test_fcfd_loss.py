@@ -10,8 +10,8 @@ from mmdet.registry import MODELS as MMDET_MODELS
 from mmengine.registry import init_default_scope
 
 from mmkd.models.losses import FCFDDenseLoss, FCFDRoILoss, kd_loss
-from mmkd.models.losses.fcfd_loss import (fcfd_appearance_loss, fcfd_dense_terms,
-                                          fcfd_roi_terms)
+from mmkd.models.losses.fcfd_loss import (fcfd_appearance_loss, fcfd_dense_paths,
+                                          fcfd_dense_terms, fcfd_roi_terms)
 from mmkd.models.recorders import RoIHeadRecorder
 from mmkd.models.recorders import roi_recorder
 from mmkd.models.recorders.roi_recorder import extract_rois_jointly, forward_rois_jointly
@@ -480,3 +480,100 @@ def test_joint_forward_falls_back_for_other_callables():
     outs = forward_rois_jointly([heads['teacher'], heads['student']], [p_s, p_t], rois)
     torch.testing.assert_close(outs[0].cls_score, heads['teacher'](p_s, rois).cls_score)
     torch.testing.assert_close(outs[1].bbox_pred, heads['student'](p_t, rois).bbox_pred)
+
+
+# ---------------------------------------------------------------- dense: all paths at once
+def old_dense_terms(cls_scores, bbox_preds, t_cls_scores, t_reg_preds, T, masks=None):
+    """fcfd_dense_terms before the paths and levels were computed together (reference
+    copy, level by level, float64 kept instead of the old cast to fp32)."""
+    kl, reg = 0., 0.
+    for level, (s_cls, s_reg) in enumerate(zip(cls_scores, bbox_preds)):
+        t_cls, t_reg = t_cls_scores[level].detach(), t_reg_preds[level].detach()
+        s, t = s_cls / T, t_cls / T
+        p_t = torch.sigmoid(t)
+        kl_map = (p_t * (F.logsigmoid(t) - F.logsigmoid(s)) +
+                  (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))) * T**2
+        se = (s_reg - t_reg).pow(2)
+        if masks is None:
+            kl, reg = kl + kl_map.mean(), reg + se.mean()
+            continue
+        mask = masks[level].double()
+        for values, name in ((kl_map, 'kl'), (se, 'reg')):
+            mean = (values.flatten(2).sum(1) * mask).sum() / \
+                (mask.sum() * values.size(1)).clamp(min=1.0)
+            if name == 'kl':
+                kl = kl + mean
+            else:
+                reg = reg + mean
+    return kl, reg
+
+
+@pytest.mark.parametrize('masked', [None, 'random', 'one_level_empty'])
+def test_dense_paths_at_once_equal_the_level_by_level_terms_float64(masked):
+    """fcfd_dense_paths (three paths, all levels, one computation) against the old
+    per-path, per-level computation: the same KL and MSE values and the same gradients
+    for every path's logits and deltas (float64, 1e-12)."""
+    g = torch.Generator().manual_seed(21)
+    t_cls = [3 * torch.randn(2, A * K, h, w, generator=g, dtype=torch.float64)
+             for h, w in SIZES]
+    t_reg = [torch.randn(2, A * 4, h, w, generator=g, dtype=torch.float64) for h, w in SIZES]
+    paths = [([3 * torch.randn(c.shape, generator=g, dtype=torch.float64).requires_grad_()
+               for c in t_cls],
+              [torch.randn(r.shape, generator=g, dtype=torch.float64).requires_grad_()
+               for r in t_reg]) for _ in range(3)]
+    masks = None
+    if masked:
+        masks = [torch.rand(2, h * w, generator=g) > 0.4 for h, w in SIZES]
+        if masked == 'one_level_empty':
+            masks[1][:] = False
+    T = 1.7
+    leaves = [x for cls, reg in paths for x in cls + reg]
+    new = fcfd_dense_paths(paths, t_cls, t_reg, T, masks)
+    new_total = sum(1.3 * kl + 0.7 * reg for kl, reg in new)
+    new_grads = torch.autograd.grad(new_total, leaves)
+    old = [old_dense_terms(cls, reg, t_cls, t_reg, T, masks) for cls, reg in paths]
+    old_total = sum(1.3 * kl + 0.7 * reg for kl, reg in old)
+    old_grads = torch.autograd.grad(old_total, leaves)
+    for (kl, reg), (kl_ref, reg_ref) in zip(new, old):
+        assert kl_ref > 0 and reg_ref > 0
+        torch.testing.assert_close(kl, kl_ref, rtol=1e-12, atol=0)
+        torch.testing.assert_close(reg, reg_ref, rtol=1e-12, atol=0)
+    for a, b in zip(new_grads, old_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-15)
+    if masked == 'one_level_empty':  # level 1 adds 0 and gets zero gradients, not NaN
+        level_1 = [gr for i, gr in enumerate(new_grads) if i % len(SIZES) == 1]
+        assert len(level_1) == 6 and all(gr.abs().sum() == 0 for gr in level_1)
+
+
+def test_joint_forward_goes_through_a_wrapper_of_forward_rois(monkeypatch):
+    """A wrapper exposing the recorder's method (as the low-precision teacher's fp32
+    output cast does) still gets the joint extraction, and its output handling applies."""
+
+    class Twice:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __call__(self, *args):
+            out = self.fn(*args)
+            out.cls_score = 2 * out.cls_score
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self.fn, name)
+
+    g = torch.Generator().manual_seed(5)
+    s_head, _ = mmdet_roi_head(0, frozen=False)
+    t_head, _ = mmdet_roi_head(100, frozen=True)
+    s_rec, t_rec = RoIHeadRecorder(_Detector(s_head)), RoIHeadRecorder(_Detector(t_head))
+    rois = spread_rois(g, dtype=torch.float32)
+    sets = [[torch.randn(2, C, h, w, generator=g) for h, w in ((32, 32), (16, 16), (8, 8),
+                                                             (4, 4))] for _ in range(2)]
+    calls = []
+    joint = roi_recorder.extract_rois_jointly
+    monkeypatch.setattr(roi_recorder, 'extract_rois_jointly',
+                        lambda *a, **k: calls.append(1) or joint(*a, **k))
+    st, ts = forward_rois_jointly([Twice(t_rec.forward_rois), s_rec.forward_rois], sets, rois)
+    assert calls == [1]
+    torch.testing.assert_close(st.cls_score, 2 * t_rec.forward_rois(sets[0], rois).cls_score)
+    torch.testing.assert_close(ts.bbox_pred, s_rec.forward_rois(sets[1], rois).bbox_pred)
+    assert st.embedding is not None and st.embedding.shape[0] == rois.shape[0]

@@ -147,3 +147,11 @@ def test_tool_refuses_amp_on_cpu():
     tool = load_tool('benchmark')
     with pytest.raises(SystemExit):
         tool.parse_args(['--amp'])
+
+
+def test_full_size_configs_are_built_without_downloads():
+    """--full builds the COCO configs: every Pretrained init is stripped (the teacher
+    checkpoint is replaced by a random one when built)."""
+    from mmkd.testing.tiny_config import find_urls
+    cfg = load_config(osp.join(REPO, 'configs/lsh/lsh_retinanet_r101-r50_fpn_1x_coco.py'))
+    assert find_urls(cfg.model) == [cfg.model.teacher_ckpt]

@@ -32,6 +32,15 @@ class RoIOutputs:
     labels: Optional[Tensor] = None
 
 
+@dataclass
+class ExtractedRoIFeatures:
+    """RoI features already extracted, ``[R, C, PH, PW]``: given to
+    :meth:`RoIHeadRecorder.forward_rois` in place of the FPN levels, it runs the box head
+    only (how :func:`forward_rois_jointly` reaches a head through a wrapper of its
+    ``forward_rois``, e.g. one that casts the outputs)."""
+    bbox_feats: Tensor
+
+
 def sampled_roi_labels(sampling_results: Sequence, num_classes: int) -> Tensor:
     """Assigned labels ``[R]`` of sampled RoIs, in ``bbox2roi`` order.
 
@@ -117,7 +126,10 @@ class RoIHeadRecorder:
     def forward_rois(self, feats: Tuple[Tensor], rois: Tensor) -> RoIOutputs:
         """Run the RoI extractor + box head on ``feats`` (FPN levels, each
         ``[B, C, H_l, W_l]``) for ``rois`` ``[R, 5]``. Gradients flow to ``feats``
-        if they require grad, and to the head's parameters if those do."""
+        if they require grad, and to the head's parameters if those do.
+        ``feats`` may be :class:`ExtractedRoIFeatures` (the RoI extraction done)."""
+        if isinstance(feats, ExtractedRoIFeatures):
+            return self.forward_extracted(feats.bbox_feats, rois)
         self._forwarding = True
         try:
             results = self.roi_head._bbox_forward(feats, rois)
@@ -167,7 +179,8 @@ class RoIHeadRecorder:
 
 def _shared_recorders(forwards: Sequence[Callable]) -> Optional[List[RoIHeadRecorder]]:
     """The recorders behind ``forwards`` if each is a ``RoIHeadRecorder.forward_rois``
-    and all extract RoIs the same way; else ``None``."""
+    (or a wrapper of one that exposes its ``__self__`` / ``__func__``) and all extract
+    RoIs the same way; else ``None``."""
     recorders = []
     for forward in forwards:
         owner = getattr(forward, '__self__', None)
@@ -220,7 +233,8 @@ def forward_rois_jointly(forwards: Sequence[Callable], feature_sets: Sequence[Se
     """``[forward(feats, rois) for forward, feats in zip(forwards, feature_sets)]``, with
     one RoI extraction for all of them (:func:`extract_rois_jointly`) when every forward
     is a :meth:`RoIHeadRecorder.forward_rois` whose head extracts RoIs the same way and
-    the feature sets have the same levels; otherwise one call each (same results)."""
+    the feature sets have the same levels; otherwise one call each (same results).
+    Each forward is then called with :class:`ExtractedRoIFeatures`."""
     recorders = _shared_recorders(forwards)
     if recorders is not None:
         num_levels = recorders[0].roi_head.bbox_roi_extractor.num_inputs
@@ -229,5 +243,7 @@ def forward_rois_jointly(forwards: Sequence[Callable], feature_sets: Sequence[Se
         if all(len(s) == num_levels and s == shapes[0] for s in shapes):
             extracted = extract_rois_jointly(recorders[0].roi_head.bbox_roi_extractor,
                                              feature_sets, rois)
-            return [r.forward_extracted(f, rois) for r, f in zip(recorders, extracted)]
+            # through each forward, so that a wrapper's output handling still applies
+            return [forward(ExtractedRoIFeatures(f), rois)
+                    for forward, f in zip(forwards, extracted)]
     return [forward(feats, rois) for forward, feats in zip(forwards, feature_sets)]
