@@ -99,25 +99,98 @@ def fcfd_roi_terms(cls_score: Tensor,
     return kl, reg
 
 
-def sigmoid_kl_map(logits: Tensor, teacher_logits: Tensor,
-                   temperature: float = 1.0) -> Tensor:
-    """Per-element binary KL ``KL(Bern(σ(z_t/T)) ‖ Bern(σ(z/T))) · T²``, fp32, same shape
-    as the inputs (the element-wise form of ``kd_loss(..., mode='sigmoid')``, in the same
-    log-sigmoid form, which never rounds below zero)."""
-    s = logits.float() / temperature
-    t = teacher_logits.detach().float() / temperature
+def _check_dense_levels(cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor],
+                        teacher_cls_scores: Sequence[Tensor],
+                        teacher_bbox_preds: Sequence[Tensor],
+                        masks: Optional[Sequence[Tensor]]) -> None:
+    num_levels = len(teacher_cls_scores)
+    if not (len(cls_scores) == len(bbox_preds) == len(teacher_bbox_preds) == num_levels):
+        raise ValueError(f'FCFD dense: {len(cls_scores)} / {len(bbox_preds)} levels of '
+                         f'student outputs but {num_levels} / {len(teacher_bbox_preds)} '
+                         'of teacher outputs')
+    if masks is not None and len(masks) != num_levels:
+        raise ValueError(f'FCFD dense: {len(masks)} mask levels for {num_levels} levels')
+    for level in range(num_levels):
+        s_cls, t_cls = cls_scores[level], teacher_cls_scores[level]
+        s_reg, t_reg = bbox_preds[level], teacher_bbox_preds[level]
+        if s_reg.shape != t_reg.shape:
+            raise ValueError(f'FCFD dense: deltas {tuple(s_reg.shape)} vs teacher '
+                             f'{tuple(t_reg.shape)} on level {level}: the heads need the '
+                             'same anchors')
+        if s_cls.shape != t_cls.shape:
+            raise ValueError(f'FCFD dense: logits {tuple(s_cls.shape)} vs teacher '
+                             f'{tuple(t_cls.shape)} on level {level}: same classes and '
+                             'anchors needed')
+        if masks is not None:
+            hw = s_cls.shape[-2] * s_cls.shape[-1]
+            if tuple(masks[level].shape) != (s_cls.size(0), hw):
+                raise ValueError(f'FCFD dense: mask of level {level} must be [B, H·W] = '
+                                 f'{[s_cls.size(0), hw]}, got {list(masks[level].shape)}')
+
+
+def _location_weights(maps: Sequence[Tensor], masks: Optional[Sequence[Tensor]]) -> Tensor:
+    """``[B, S]`` (``S = Σ_l H_l·W_l``) weights that turn a sum over elements into the
+    per-level element means, summed over levels: ``1 / (B · H_l · W_l · C)`` on level
+    ``l`` (``C`` = channels of ``maps``), or with ``masks`` ``m / max(Σ m · C, 1)`` (the
+    mean over kept locations; 0 on a level with none kept)."""
+    weights = []
+    for level, m in enumerate(maps):
+        batch, channels, hw = m.size(0), m.size(1), m.shape[-2] * m.shape[-1]
+        if masks is None:
+            weights.append(m.new_full((batch, hw), 1.0 / (batch * hw * channels),
+                                      dtype=torch.float32 if m.dtype != torch.float64
+                                      else m.dtype))
+        else:
+            keep = masks[level].to(torch.float64 if m.dtype == torch.float64
+                                   else torch.float32)
+            weights.append(keep / (keep.sum() * channels).clamp(min=1.0))
+    return torch.cat(weights, 1)
+
+
+def _stacked_levels(paths: Sequence[Sequence[Tensor]]) -> Tensor:
+    """``[B, C, P, S]``: path ``p``'s levels ``[B, C, H_l, W_l]`` flattened and
+    concatenated along ``S``, the ``P`` paths side by side (one copy), in fp32 (or
+    float64)."""
+    flat = torch.cat([m.flatten(2) for maps in paths for m in maps], 2)
+    batch, channels = flat.shape[:2]
+    flat = flat.view(batch, channels, len(paths), -1)
+    return flat if flat.dtype == torch.float64 else flat.float()
+
+
+def fcfd_dense_paths(paths: Sequence[Tuple[Sequence[Tensor], Sequence[Tensor]]],
+                     teacher_cls_scores: Sequence[Tensor],
+                     teacher_bbox_preds: Sequence[Tensor],
+                     temperature: float = 1.0,
+                     masks: Optional[Sequence[Tensor]] = None) -> List[Tuple[Tensor, Tensor]]:
+    """:func:`fcfd_dense_terms` of several paths against the same teacher outputs, all
+    levels and paths in one computation (the teacher's probabilities computed once).
+
+    Args:
+        paths: per path ``(cls_scores, bbox_preds)``, each per level
+            ``[B, A · C, H_l, W_l]`` / ``[B, A · 4, H_l, W_l]``.
+        teacher_cls_scores / teacher_bbox_preds, temperature, masks: as in
+            :func:`fcfd_dense_terms`.
+
+    Returns:
+        list: per path ``(KL, MSE)``, fp32 scalars.
+    """
+    for cls_scores, bbox_preds in paths:
+        _check_dense_levels(cls_scores, bbox_preds, teacher_cls_scores, teacher_bbox_preds,
+                            masks)
+    T = temperature
+    s = _stacked_levels([cls for cls, _ in paths]) / T  # [B, K, P, S]
+    t = _stacked_levels([[c.detach() for c in teacher_cls_scores]]) / T  # [B, K, 1, S]
     p_t = torch.sigmoid(t)
-    kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + \
+    # KL(Bern(p_t) ‖ Bern(p_s)) term by term in log-sigmoids (never rounds below zero)
+    kl_map = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + \
         (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-    return kl * temperature**2
-
-
-def _masked_location_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values [B, K, H, W]`` over ``K`` and the locations where ``mask [B, H·W]``
-    (float weights) is nonzero; 0 (still in the graph) when nothing is kept."""
-    per_location = values.flatten(2).sum(1)  # [B, H·W]
-    count = mask.sum() * values.size(1)
-    return (per_location * mask).sum() / count.clamp(min=1.0)
+    w_cls = _location_weights(teacher_cls_scores, masks)[:, None, None]  # [B, 1, 1, S]
+    kl = (kl_map * w_cls).sum((0, 1, 3)) * T**2  # [P]
+    d = _stacked_levels([reg for _, reg in paths])
+    d_t = _stacked_levels([[r.detach() for r in teacher_bbox_preds]])
+    w_reg = _location_weights(teacher_bbox_preds, masks)[:, None, None]
+    reg = ((d - d_t).pow(2) * w_reg).sum((0, 1, 3))
+    return [(kl[p], reg[p]) for p in range(len(paths))]
 
 
 def fcfd_dense_terms(cls_scores: Sequence[Tensor],
@@ -128,7 +201,8 @@ def fcfd_dense_terms(cls_scores: Sequence[Tensor],
                      masks: Optional[Sequence[Tensor]] = None) -> Tuple[Tensor, Tensor]:
     """Function consistency of one dense-head path with the teacher's, over FPN levels.
 
-    Per level: the binary KL of every anchor × class logit (mean over elements) and the
+    Per level: the binary KL ``KL(Bern(σ(z_t/T)) ‖ Bern(σ(z/T))) · T²`` of every
+    anchor × class logit (mean over elements, as ``kd_loss(..., mode='sigmoid')``) and the
     MSE of every anchor's deltas (mean over elements); both summed over levels. With
     ``masks`` the means run over the kept locations only (a level with none kept adds 0).
 
@@ -142,38 +216,8 @@ def fcfd_dense_terms(cls_scores: Sequence[Tensor],
     Returns:
         tuple: (KL, MSE), fp32 scalars.
     """
-    num_levels = len(teacher_cls_scores)
-    if not (len(cls_scores) == len(bbox_preds) == len(teacher_bbox_preds) == num_levels):
-        raise ValueError(f'FCFD dense: {len(cls_scores)} / {len(bbox_preds)} levels of '
-                         f'student outputs but {num_levels} / {len(teacher_bbox_preds)} '
-                         'of teacher outputs')
-    if masks is not None and len(masks) != num_levels:
-        raise ValueError(f'FCFD dense: {len(masks)} mask levels for {num_levels} levels')
-    kl, reg = 0., 0.
-    for level in range(num_levels):
-        s_cls, t_cls = cls_scores[level], teacher_cls_scores[level]
-        s_reg, t_reg = bbox_preds[level], teacher_bbox_preds[level]
-        if s_reg.shape != t_reg.shape:
-            raise ValueError(f'FCFD dense: deltas {tuple(s_reg.shape)} vs teacher '
-                             f'{tuple(t_reg.shape)} on level {level}: the heads need the '
-                             'same anchors')
-        if masks is None:
-            kl = kl + kd_loss(s_cls, t_cls, temperature, mode='sigmoid')
-            reg = reg + F.mse_loss(s_reg.float(), t_reg.detach().float())
-            continue
-        if s_cls.shape != t_cls.shape:
-            raise ValueError(f'FCFD dense: logits {tuple(s_cls.shape)} vs teacher '
-                             f'{tuple(t_cls.shape)} on level {level}: same classes and '
-                             'anchors needed')
-        mask = masks[level].float()
-        hw = s_cls.shape[-2] * s_cls.shape[-1]
-        if mask.shape != (s_cls.size(0), hw):
-            raise ValueError(f'FCFD dense: mask of level {level} must be [B, H·W] = '
-                             f'{[s_cls.size(0), hw]}, got {list(mask.shape)}')
-        kl = kl + _masked_location_mean(sigmoid_kl_map(s_cls, t_cls, temperature), mask)
-        reg = reg + _masked_location_mean(
-            (s_reg.float() - t_reg.detach().float()).pow(2), mask)
-    return kl, reg
+    return fcfd_dense_paths([(cls_scores, bbox_preds)], teacher_cls_scores,
+                            teacher_bbox_preds, temperature, masks)[0]
 
 
 # ------------------------------------------------------------------------ modules
@@ -468,11 +512,8 @@ class FCFDDenseLoss(_FCFDBase):
         ts_cls, ts_reg = self._outputs(student_dense_forward(to_student),
                                        'student_dense_forward')
         masks = self._location_masks(teacher_cls, mask)
-        T = self.temperature
-        terms = {
-            's': fcfd_dense_terms(student_cls, student_reg, teacher_cls, teacher_reg, T,
-                                  masks),
-            'st': fcfd_dense_terms(st_cls, st_reg, teacher_cls, teacher_reg, T, masks),
-            'ts': fcfd_dense_terms(ts_cls, ts_reg, teacher_cls, teacher_reg, T, masks),
-        }
-        return self._collect(app, terms)
+        # the three paths in one computation over all levels
+        results = fcfd_dense_paths(
+            [(student_cls, student_reg), (st_cls, st_reg), (ts_cls, ts_reg)], teacher_cls,
+            teacher_reg, self.temperature, masks)
+        return self._collect(app, dict(zip(PATHS, results)))
