@@ -318,3 +318,15 @@ def test_family_distils_through_the_runner(name, family_data, tmp_path):
     assert not optimised & {id(p) for p in model.teacher.parameters()}
     if name in CHECKS:
         CHECKS[name](run)
+
+
+def test_export_says_which_weights():
+    """The export's meta tells an EMA student (the checkpoint has ``ema_state_dict``)
+    from a plain one."""
+    from mmkd.utils.export import student_checkpoint
+    state = {'student.w': torch.ones(1), 'distill_losses.x.w': torch.ones(1)}
+    plain = student_checkpoint(dict(state_dict=state, meta={}))
+    assert plain['meta']['mmkd_export']['weights'] == 'raw'
+    assert list(plain['state_dict']) == ['w']
+    ema = student_checkpoint(dict(state_dict=state, ema_state_dict={}, meta={}))
+    assert ema['meta']['mmkd_export']['weights'] == 'ema'
