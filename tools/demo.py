@@ -68,10 +68,12 @@ BY_KEY = {m.key: m for m in METHODS}
 BY_NAME = {m.name: m for m in METHODS}
 METHOD_CFGS = {m.name: m.config for m in METHODS}
 BASES = {m.name: m.base for m in METHODS}
-NOTES = ['"(mmkd)": a combination of mmkd\'s own, not in the method\'s paper (the ND paper '
-         'adds ND to KD and to ReviewKD, not to FitNet).',
-         'L2 + AMD: its L2 term covers only the FPN levels AMD uses (RetinaNet P3-P5, '
-         'Faster R-CNN P2-P5), the L2 (FitNet) row all five levels.']
+NOTES = {  # method key -> what the table's reader must know about that row
+    'l2+nd': '"(mmkd)": a combination of mmkd\'s own, not in the method\'s paper (the ND paper '
+             'adds ND to KD and to ReviewKD, not to FitNet).',
+    'l2+amd': 'L2 + AMD: its L2 term covers only the FPN levels AMD uses (RetinaNet P3-P5, '
+              'Faster R-CNN P2-P5), the L2 (FitNet) row all five levels.',
+}
 
 # Per detector: the teacher's iterations (configs/synthetic/*_teacher_synth.py) and the
 # students' (every student row: alone and distilled).
@@ -434,7 +436,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     bases = {m.name: m.base for m in methods}
     table = format_table(results, bases)
     print('\n' + table + '\n', flush=True)
-    for note in NOTES:
+    notes = [NOTES[m.key] for m in methods if m.key in NOTES]
+    for note in notes:
         print(note)
     md_file = osp.join(out, 'results.md')
     png_file = osp.join(out, 'results.png')
@@ -442,7 +445,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     with open(md_file, 'w') as f:
         f.write(markdown_report(results, detector=det, size=size,
                                 minutes=(time.time() - start) / 60,
-                                plot=osp.basename(png_file), bases=bases, notes=NOTES,
+                                plot=osp.basename(png_file), bases=bases, notes=notes,
                                 jobs=args.jobs))
     board.say(f'wrote {md_file} and {png_file}')
 
