@@ -17,6 +17,8 @@ TORCH_PIN      := torch==2.13.0 torchvision==0.28.0
 BUILD_PINS     := "setuptools>=77,<81" wheel==0.48.0 ninja==1.13.2 numpy==2.4.6
 MMENGINE_PIN   := mmengine==0.10.7
 MMCV_VERSION   := 2.1.0
+# openmim (mim train/test/run mmkd) and tensorboard (TensorboardVisBackend) are tested; opendatalab
+# stays at 0.0.9: 0.0.10 pulls in openxlab, which downgrades setuptools below the build pins.
 OPENMMLAB_PINS := mmdet==3.3.0 mmpretrain==1.2.0 pycocotools==2.0.11 pytest==9.2.0 openmim==0.3.9 opendatalab==0.0.9 tensorboard==2.21.0
 
 .PHONY: env test demo demo-quick benchmark clean-env
