@@ -19,6 +19,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import Tensor
 
+from .benchmark import quiet_init_logs
+
 
 def _tensors(value) -> List[Tensor]:
     if torch.is_tensor(value):
@@ -36,8 +38,9 @@ def build_distiller(cfg: Config, teacher_ckpt: str, teacher_dtype: Optional[str]
     model_cfg.teacher_ckpt = teacher_ckpt
     model_cfg.teacher_dtype = teacher_dtype
     torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
-    model.init_weights()
+    with quiet_init_logs():
+        model = MODELS.build(model_cfg)
+        model.init_weights()
     return model.train()
 
 
