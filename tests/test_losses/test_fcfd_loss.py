@@ -577,3 +577,26 @@ def test_joint_forward_goes_through_a_wrapper_of_forward_rois(monkeypatch):
     torch.testing.assert_close(st.cls_score, 2 * t_rec.forward_rois(sets[0], rois).cls_score)
     torch.testing.assert_close(ts.bbox_pred, s_rec.forward_rois(sets[1], rois).bbox_pred)
     assert st.embedding is not None and st.embedding.shape[0] == rois.shape[0]
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_sparse_roi_align_takes_low_precision_features(dtype):
+    """bf16 / fp16 maps (CPU autocast, a low-precision run) are pooled in fp32, as mmcv's
+    RoIAlign under mmkd's fp32 wrapper: the result is the fp32 one, in the input dtype,
+    and so is the gradient."""
+    g = torch.Generator().manual_seed(8)
+    head, _ = mmdet_roi_head(0, frozen=False)
+    rois = spread_rois(g, n=20, dtype=torch.float32)
+    maps = [torch.randn(2, C, h, w, generator=g) for h, w in ((32, 32), (16, 16), (8, 8),
+                                                            (4, 4))]
+    low = [m.to(dtype).requires_grad_() for m in maps]
+    # as mmdet's extractor, the RoIs are first cast to the features' dtype
+    ref = extract_rois_jointly(head.bbox_roi_extractor, [[m.to(dtype).float() for m in maps]],
+                               rois.to(dtype).float())[0]
+    # bf16 also inside a CPU autocast region (fp16 maps do not mix with one)
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        out = extract_rois_jointly(head.bbox_roi_extractor, [low], rois)[0]
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref.to(dtype).float())
+    out.float().sum().backward()
+    assert all(m.grad.dtype == dtype for m in low) and low[0].grad.abs().sum() > 0

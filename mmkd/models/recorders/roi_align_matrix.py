@@ -37,7 +37,8 @@ def roi_align_matrix(rois: Tensor,
 
     Args:
         rois (Tensor): ``[R, 5]`` ``(batch_idx, x1, y1, x2, y2)`` in input pixels; its
-            dtype is the dtype of the weights (as mmcv computes in the feature dtype).
+            dtype is the dtype of the weights (as mmcv computes in the feature dtype;
+            fp32 for half / bfloat16 features).
         levels (Tensor): ``[R]`` long, the FPN level of each RoI.
         level_shapes: ``(H_l, W_l)`` of each level.
         spatial_scales: ``1 / stride`` of each level.
@@ -125,25 +126,38 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> 
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half / bfloat16 (no sparse kernels; mmcv's RoIAlign computes them in fp32
+    too), else the dtype itself."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
 class _SparseRoIAlign(torch.autograd.Function):
-    """``A @ X`` with ``A`` given as sorted COO entries; gradient for ``X`` only."""
+    """``A @ X`` with ``A`` given as sorted COO entries; gradient for ``X`` only. Half /
+    bfloat16 ``X`` is computed in fp32 (outside any autocast) and returned in its dtype."""
 
     @staticmethod
     def forward(ctx, x: Tensor, rows: Tensor, cols: Tensor, weights: Tensor,
                 shape: Tuple[int, int]) -> Tensor:
         ctx.save_for_backward(rows, cols, weights)
-        ctx.shape = shape
-        return _csr(rows, cols, weights.to(x.dtype), shape) @ x
+        ctx.shape, ctx.dtype = shape, x.dtype
+        dtype = _compute_dtype(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            out = _csr(rows, cols, weights.to(dtype), shape) @ x.to(dtype)
+        return out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         rows, cols, weights = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
+        dtype = _compute_dtype(ctx.dtype)
         order = torch.argsort(cols, stable=True)
-        transposed = _csr(cols[order], rows[order], weights[order].to(grad.dtype),
-                          (ctx.shape[1], ctx.shape[0]))
-        return transposed @ grad.contiguous(), None, None, None, None
+        with torch.autocast(grad.device.type, enabled=False):
+            transposed = _csr(cols[order], rows[order], weights[order].to(dtype),
+                              (ctx.shape[1], ctx.shape[0]))
+            grad_x = transposed @ grad.to(dtype).contiguous()
+        return grad_x.to(ctx.dtype), None, None, None, None
 
 
 def sparse_roi_align(feature_sets: Sequence[Sequence[Tensor]],
@@ -183,8 +197,8 @@ def sparse_roi_align(feature_sets: Sequence[Sequence[Tensor]],
         .reshape(-1, sum(channels)) for level in range(len(level_shapes))
     ], 0)
     rows, cols, weights, shape = roi_align_matrix(
-        rois.to(dtype), levels, level_shapes, spatial_scales, first[0].size(0),
-        output_size, sampling_ratio, aligned)
+        rois.to(_compute_dtype(dtype)), levels, level_shapes, spatial_scales,
+        first[0].size(0), output_size, sampling_ratio, aligned)
     out = _SparseRoIAlign.apply(x, rows, cols, weights, shape)  # [R·PH·PW, ΣC]
     out = out.view(rois.size(0), output_size[0] * output_size[1], -1)
     results, start = [], 0
