@@ -49,11 +49,19 @@ def machine(device: str) -> str:
         return (f'{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), '
                 f'torch {torch.__version__}')
     return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-            f'{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU only')
+            f'{torch.get_num_threads()} torch thread{"s" if torch.get_num_threads() > 1 else ""}, '
+            f'torch {torch.__version__}, CPU only')
 
 
 def command_line() -> str:
-    return ' '.join(['python tools/benchmark.py'] + [shlex.quote(a) for a in sys.argv[1:]])
+    """The command that ran, without ``--out`` (the file it is written into)."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg == '--out' or arg.startswith('--out='):
+            skip = arg == '--out'
+            continue
+        args.append(shlex.quote(arg))
+    return ' '.join(['python tools/benchmark.py'] + args)
 
 
 def replace_section(text: str, name: str, body: str) -> str:

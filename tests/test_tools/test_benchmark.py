@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import REPO, load_tool
-from mmkd.apis.benchmark import (BUILTIN_VARIANTS, VARIANTS, ConfigVariant, Goal,
+from mmkd.apis.benchmark import (BUILTIN_VARIANTS, VARIANTS, Goal,
                                  build_variants, goals_for, load_config, overhead,
                                  parse_variant, peak_memory, rss_over_iterations,
                                  time_variants)
