@@ -208,9 +208,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'default of --full on CPU)')
     parser.add_argument('--batch-size', type=int, default=None)
     parser.add_argument('--img-size', type=int, default=None, help='square images of this side')
-    parser.add_argument('--variants', nargs='*', default=sorted(BUILTIN_VARIANTS),
+    parser.add_argument('--variants', nargs='*', default=None,
                         help=f'built-in variants to add where they apply (default all: '
-                        f'{", ".join(sorted(BUILTIN_VARIANTS))}); none: give it no names')
+                        f'{", ".join(sorted(BUILTIN_VARIANTS))}; with --rss-iters none); '
+                        'none: give it no names')
     parser.add_argument('--variant', action='append', default=[], metavar='NAME:KEY=VALUE,...',
                         help='an extra variant of each config it applies to (its keys\' '
                         'parents exist), e.g. lsh_bf16:model.distill_losses.lsh.loss.'
@@ -237,8 +238,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    names = args.variants if args.variants is not None else \
+        [] if args.rss_iters else sorted(BUILTIN_VARIANTS)
     variants = [BUILTIN_VARIANTS[n] if n in BUILTIN_VARIANTS else parse_variant(n)
-                for n in args.variants if n != 'none']
+                for n in names if n != 'none']
     variants += [parse_variant(v) for v in args.variant]
     configs = [osp.abspath(c) for c in args.configs] if args.configs else \
         default_configs(args.full)
