@@ -193,17 +193,14 @@ def sparse_roi_align(feature_sets: Sequence[Sequence[Tensor]],
     channels = [feats[0].size(1) for feats in feature_sets]
     # [Σ_l B·H_l·W_l, Σ_k C_k]: levels flattened channel-last, sets side by side
     x = torch.cat([
-        torch.cat([feats[level] for feats in feature_sets], 1).permute(0, 2, 3, 1)
-        .reshape(-1, sum(channels)) for level in range(len(level_shapes))
+        torch.cat([feats[level].permute(0, 2, 3, 1) for feats in feature_sets], 3)
+        .view(-1, sum(channels)) for level in range(len(level_shapes))
     ], 0)
     rows, cols, weights, shape = roi_align_matrix(
         rois.to(_compute_dtype(dtype)), levels, level_shapes, spatial_scales,
         first[0].size(0), output_size, sampling_ratio, aligned)
     out = _SparseRoIAlign.apply(x, rows, cols, weights, shape)  # [R·PH·PW, ΣC]
     out = out.view(rois.size(0), output_size[0] * output_size[1], -1)
-    results, start = [], 0
-    for c in channels:
-        results.append(out[..., start:start + c].transpose(1, 2).reshape(
-            rois.size(0), c, *output_size))
-        start += c
-    return results
+    # split (its backward is one concatenation, not a zero-filled copy per set)
+    return [part.transpose(1, 2).reshape(rois.size(0), part.size(-1), *output_size)
+            for part in torch.split(out, channels, dim=2)]
