@@ -552,10 +552,12 @@ def rss_over_iterations(config: str, iters: int = 1000, warmup: Optional[int] = 
     ``max(10, iters // 10)``) and at the end.
 
     Returns:
-        dict: ``rss_warmup_mib``, ``rss_end_mib``, ``rss_max_mib`` (highest RSS seen after
-        the warm-up, read once per step), ``growth_mib`` (end − warm-up), ``tensors_warmup``
-        / ``tensors_end`` (live tensors, see :func:`live_tensors`) and ``tensor_mib_warmup``
-        / ``tensor_mib_end``.
+        dict: ``rss_warmup_mib``, ``rss_half_mib`` (after ``iters // 2`` steps),
+        ``rss_end_mib``, ``rss_max_mib`` (highest RSS seen after the warm-up, read once per
+        step), ``growth_mib`` (end − warm-up), ``late_growth_mib`` (end − half: a leak grows
+        all along, the allocator's high-water mark settles once), ``tensors_warmup`` /
+        ``tensors_end`` (live tensors, see :func:`live_tensors`) and ``tensor_mib_warmup`` /
+        ``tensor_mib_end``.
     """
     warmup = max(10, iters // 10) if warmup is None else warmup
     if not 0 < warmup < iters:
@@ -575,11 +577,14 @@ def rss_over_iterations(config: str, iters: int = 1000, warmup: Optional[int] = 
             result['rss_warmup_mib'] = result['rss_max_mib'] = _rss_bytes() / 2**20
         elif i + 1 > warmup:
             result['rss_max_mib'] = max(result['rss_max_mib'], _rss_bytes() / 2**20)
+        if i + 1 == max(iters // 2, warmup):
+            result['rss_half_mib'] = _rss_bytes() / 2**20
         if log is not None and (i + 1) % max(1, iters // 10) == 0:
             log(f'  {i + 1}/{iters}: RSS {_rss_bytes() / 2**20:.0f} MiB')
     result['tensors_end'], result['tensor_mib_end'] = live_tensors()
     result['rss_end_mib'] = _rss_bytes() / 2**20
     result['growth_mib'] = result['rss_end_mib'] - result['rss_warmup_mib']
+    result['late_growth_mib'] = result['rss_end_mib'] - result['rss_half_mib']
     return result
 
 

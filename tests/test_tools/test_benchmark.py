@@ -106,6 +106,7 @@ def test_memory_stays_flat_over_training_steps():
     r = rss_over_iterations(FCFD_FRCNN, iters=5, warmup=2, batch_size=2, img_size=64)
     assert r['tensors_end'] == r['tensors_warmup'] > 0
     assert r['rss_end_mib'] > 0 and r['rss_max_mib'] >= r['rss_warmup_mib']
+    assert r['late_growth_mib'] == r['rss_end_mib'] - r['rss_half_mib']
     with pytest.raises(ValueError, match='warmup=5 must be in 1..iters-1'):
         rss_over_iterations(FITNET, iters=5, warmup=5)
 
