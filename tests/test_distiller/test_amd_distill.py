@@ -8,6 +8,7 @@
 """
 import copy
 import math
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -81,15 +82,29 @@ def subset(packed, indices):
                 data_samples=[copy.deepcopy(packed['data_samples'][i]) for i in indices])
 
 
+@contextmanager
+def necks_of_the_step(model):
+    """The student's and the teacher's FPN outputs of the step run inside (the distiller
+    releases its own records at the end of each step)."""
+    kept = {}
+    handles = [getattr(model, side).neck.register_forward_hook(
+        lambda module, args, out, side=side: kept.setdefault(side, out))
+        for side in ('student', 'teacher')]
+    try:
+        yield kept
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def distill_values(model, packed):
     """The distill losses, the recorded student / teacher FPN features, the batch."""
     data = model.data_preprocessor(copy.deepcopy(packed), True)
-    with torch.no_grad():
+    with torch.no_grad(), necks_of_the_step(model) as necks:
         losses = model.loss(**data)
     values = {k[len('distill.loss_'):]: v for k, v in losses.items()
               if k.startswith('distill.')}
-    return (values, model.student_recorder.get('neck'), model.teacher_recorder.get('neck'),
-            data)
+    return values, necks['student'], necks['teacher'], data
 
 
 # ------------------------------------------------------------------------------------
@@ -175,9 +190,9 @@ def test_only_selected_levels_contribute_with_their_weights(ckpts):
     model.train()
     packed = packed_images([(128, 128), (96, 112)])  # padded to 128x128
     data = model.data_preprocessor(packed, True)
-    value = model.loss(**data)['distill.loss_fpn_amd']
-    s = model.student_recorder.get('neck')
-    t = model.teacher_recorder.get('neck')
+    with necks_of_the_step(model) as necks:
+        value = model.loss(**data)['distill.loss_fpn_amd']
+    s, t = necks['student'], necks['teacher']
     assert len(s) == 5
     vm = batch_valid_mask(data['data_samples'], data['inputs'])
     crit = AMDLoss(local_weight=0.2)
@@ -214,10 +229,9 @@ def test_finite_under_bf16_autocast_and_gradients_reach_the_neck(ckpts):
                                                       level_weights=(256**2, 64**2, 16**2)))
     model.train()
     data = model.data_preprocessor(packed_images([(128, 128), (80, 128)]), True)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast('cpu', dtype=torch.bfloat16), necks_of_the_step(model) as necks:
         losses = model.loss(**data)
-    s = model.student_recorder.get('neck')
-    t = model.teacher_recorder.get('neck')
+    s, t = necks['student'], necks['teacher']
     assert s[0].dtype == torch.bfloat16 and t[0].dtype == torch.bfloat16  # autocast ran
     value = losses['distill.loss_fpn_amd']
     assert value.dtype == torch.float32 and torch.isfinite(value) and value > 0
@@ -258,7 +272,8 @@ def test_cpu_config_one_training_step(rel, ckpts, tiny_det_data, tmp_path):
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     data = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
     before = model.student.neck.fpn_convs[0].conv.weight.detach().clone()
-    log_vars = model.train_step(data, optim_wrapper)
+    with necks_of_the_step(model) as necks:
+        log_vars = model.train_step(data, optim_wrapper)
 
     for name in bindings:
         value = float(log_vars[f'distill.loss_{name}'].detach())
@@ -267,7 +282,7 @@ def test_cpu_config_one_training_step(rel, ckpts, tiny_det_data, tmp_path):
     after = model.student.neck.fpn_convs[0].conv.weight
     assert torch.isfinite(after).all() and not torch.equal(before, after)
     # the design rule of the configs: every distilled map has at least 4x4 positions
-    feats = model.student_recorder.get('neck')
+    feats = necks['student']
     for level in bindings.fpn_amd.levels:
         assert min(feats[level].shape[-2:]) >= 4, (level, feats[level].shape)
     # and the (H*W)^2 level weights follow the maps of the 128x128 training size
