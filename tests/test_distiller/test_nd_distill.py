@@ -339,15 +339,15 @@ def test_tool_dense_means_for_retinanet(ckpts, tiny_det_data, tmp_path, monkeypa
     assert len(values) == 2 and all(math.isfinite(float(v)) for v in values)
 
 
-def test_dense_labels_source_is_the_heads_assignment(ckpts, tiny_det_data, tmp_path):
-    """``dense.labels`` = the student head's own targets: as many positives as its focal
-    loss is normalised by (PseudoSampler: avg_factor = number of positive anchors)."""
+def retina_nd_model_and_batch(teacher_ckpt):
+    """The RetinaNet ND distiller (random class means), a two-image training batch, and a
+    dict that records every source the losses fetch in ``model.loss``."""
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmengine.registry import init_default_scope
     init_default_scope('mmdet')
     cfg = Config.fromfile(repo_path(CONFIGS['retina']))
-    cfg.model.teacher_ckpt = ckpts['retina']
+    cfg.model.teacher_ckpt = teacher_ckpt
     cfg.model.distill_losses.nd.loss.class_means = torch.randn(NUM_CLASSES, 64)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -363,6 +363,13 @@ def test_dense_labels_source_is_the_heads_assignment(ckpts, tiny_det_data, tmp_p
         return captured[source]
 
     model._fetch = spy
+    return model, data, captured
+
+
+def test_dense_labels_source_is_the_heads_assignment(ckpts):
+    """``dense.labels`` = the student head's own targets: as many positives as its focal
+    loss is normalised by (PseudoSampler: avg_factor = number of positive anchors)."""
+    model, data, captured = retina_nd_model_and_batch(ckpts['retina'])
     losses = model.loss(**data)
     assert torch.isfinite(losses['distill.loss_nd'])
     labels = captured['dense.labels']
@@ -382,39 +389,17 @@ def test_dense_labels_source_is_the_heads_assignment(ckpts, tiny_det_data, tmp_p
 def test_dense_labels_are_the_student_loss_assignment_not_a_second_one(ckpts):
     """``dense.labels`` is taken from the student head's own ``get_targets`` call in its
     loss (the assigner runs once per step, not twice), and equals a fresh assignment."""
-    from mmdet.registry import MODELS
-    from mmdet.testing import demo_mm_inputs
-    from mmengine.registry import init_default_scope
-
     from mmkd.models.distillers import detection_distiller
-    init_default_scope('mmdet')
-    cfg = Config.fromfile(repo_path(CONFIGS['retina']))
-    cfg.model.teacher_ckpt = ckpts['retina']
-    cfg.model.distill_losses.nd.loss.class_means = torch.randn(NUM_CLASSES, 64)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    torch.manual_seed(0)
-    data = model.data_preprocessor(
-        demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_classes=4, num_items=[3, 2]),
-        True)
+    model, data, captured = retina_nd_model_and_batch(ckpts['retina'])
     head = model.student.bbox_head
     calls = []
     assign = head.assigner.assign
     head.assigner.assign = lambda *a, **k: calls.append(1) or assign(*a, **k)
-    captured = {}
-    original = model._fetch
-
-    def spy(step, source):
-        captured[source] = original(step, source)
-        return captured[source]
-
-    model._fetch = spy
     model.loss(**data)
     assert len(calls) == 2  # once per image, by the student's own loss
-    samples = data['data_samples']
     feats = captured['student.bbox_head.cls_convs.3']
     fresh = detection_distiller.dense_anchor_labels(
-        head, [f.shape[-2:] for f in feats], samples)
+        head, [f.shape[-2:] for f in feats], data['data_samples'])
     assert len(fresh) == len(captured['dense.labels']) == 5
     for got, want in zip(captured['dense.labels'], fresh):
         assert torch.equal(got, want)

@@ -100,6 +100,16 @@ def check_dense_inputs(student_feat: Levels,
     return student, teacher, masks
 
 
+def check_options(logits_per_chunk: int, hash_dtype: str, owner: str) -> None:
+    """A one-line ``ValueError`` for a non-positive ``logits_per_chunk`` or an unknown
+    ``hash_dtype``."""
+    if int(logits_per_chunk) <= 0:
+        raise ValueError(f'{owner}: logits_per_chunk must be positive, got {logits_per_chunk}.')
+    if hash_dtype not in HASH_DTYPES:
+        raise ValueError(f'{owner}: hash_dtype must be one of {HASH_DTYPES}, got '
+                         f'{hash_dtype!r}.')
+
+
 def unfold_levels(feats: Sequence[Tensor]) -> Tensor:
     """3×3 neighbourhoods of every location of every level, concatenated.
 
@@ -326,12 +336,7 @@ def dense_lsh_loss(student_feat: Levels,
     """
     student, teacher, masks = check_dense_inputs(student_feat, teacher_feat, mask,
                                                  proj_weight.shape[-1])
-    if int(logits_per_chunk) <= 0:
-        raise ValueError(
-            f'dense LSH loss: logits_per_chunk must be positive, got {logits_per_chunk}.')
-    if hash_dtype not in HASH_DTYPES:
-        raise ValueError(f'dense LSH loss: hash_dtype must be one of {HASH_DTYPES}, got '
-                         f'{hash_dtype!r}.')
+    check_options(logits_per_chunk, hash_dtype, 'dense LSH loss')
     batch, channels = student[0].shape[:2]
     sizes = [s.shape[2] * s.shape[3] for s in student]
     # fp32 at least (the BCE of fp16 logits overflows); fp64 inputs stay fp64
@@ -430,12 +435,7 @@ class DenseLSHLoss(LSHLoss):
             raise ValueError(
                 f'DenseLSHLoss: in_channels={in_channels} is not 9 x the tower channels (a '
                 '3x3 unfold); use 9 * feat_channels, e.g. 2304 for 256 channels.')
-        if int(logits_per_chunk) <= 0:
-            raise ValueError(
-                f'DenseLSHLoss: logits_per_chunk must be positive, got {logits_per_chunk}.')
-        if hash_dtype not in HASH_DTYPES:
-            raise ValueError(f'DenseLSHLoss: hash_dtype must be one of {HASH_DTYPES}, got '
-                             f'{hash_dtype!r}.')
+        check_options(logits_per_chunk, hash_dtype, 'DenseLSHLoss')
         super().__init__(in_channels, num_hashes=num_hashes, sigma=sigma, bias=bias,
                          with_l2=with_l2, loss_weight=loss_weight, seed=seed,
                          correct_only=False)
