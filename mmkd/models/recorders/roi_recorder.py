@@ -231,16 +231,20 @@ def extract_rois_jointly(extractor: nn.Module, feature_sets: Sequence[Sequence[T
 def forward_rois_jointly(forwards: Sequence[Callable], feature_sets: Sequence[Sequence[Tensor]],
                          rois: Tensor) -> List[RoIOutputs]:
     """``[forward(feats, rois) for forward, feats in zip(forwards, feature_sets)]``, with
-    one RoI extraction for all of them (:func:`extract_rois_jointly`) when every forward
-    is a :meth:`RoIHeadRecorder.forward_rois` whose head extracts RoIs the same way and
-    the feature sets have the same levels; otherwise one call each (same results).
+    one RoI extraction for all of them (:func:`extract_rois_jointly`, a sparse product)
+    when the features are on CPU, every forward is a :meth:`RoIHeadRecorder.forward_rois`
+    whose head extracts RoIs the same way and the feature sets have the same levels;
+    otherwise one call each through mmdet (same results).
     Each forward is then called with :class:`ExtractedRoIFeatures`."""
     recorders = _shared_recorders(forwards)
     if recorders is not None:
         num_levels = recorders[0].roi_head.bbox_roi_extractor.num_inputs
         shapes = [[(f.size(0), *f.shape[2:], f.dtype, f.device) for f in feats[:num_levels]]
                   for feats in feature_sets]
-        if all(len(s) == num_levels and s == shapes[0] for s in shapes):
+        # on CPU only: elsewhere mmcv's RoIAlign kernels are fast already and joining
+        # the sets would add a transient copy of both (full-size) bridged feature sets
+        if all(len(s) == num_levels and s == shapes[0] for s in shapes) and \
+                shapes[0][0][-1].type == 'cpu':
             extracted = extract_rois_jointly(recorders[0].roi_head.bbox_roi_extractor,
                                              feature_sets, rois)
             # through each forward, so that a wrapper's output handling still applies
