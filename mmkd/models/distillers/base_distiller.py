@@ -74,7 +74,6 @@ class BaseDistiller(BaseModel):
     #: address on ``runner.model`` directly
     student_attributes: Tuple[str, ...] = ()
 
-
     def __init__(self,
                  student: ConfigLike,
                  teacher: ConfigLike,
