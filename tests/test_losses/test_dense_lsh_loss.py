@@ -292,3 +292,22 @@ def test_input_errors_name_the_fix():
         loss(fs, ft, mask=[m[:, :-1] for m in keep_masks()])
     with pytest.raises(ValueError, match='cls_convs'):
         loss(fs[0].flatten(2), ft[0].flatten(2))
+
+
+def test_cuda_precision_switches_only_tf32_and_restores_it():
+    """On CUDA the hash convolutions set TF32 for themselves ('fp32' off, so the product is
+    exact; 'tf32' on) and leave the user's other cuDNN settings alone. The flags are
+    process-wide Python settings, so this runs without a GPU."""
+    from mmkd.models.losses.dense_lsh_loss import _ProjectionPrecision
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32)
+    try:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32 = True, True, True
+        for hash_dtype, tf32 in (('fp32', False), ('tf32', True), ('bf16', False)):
+            precision = _ProjectionPrecision(hash_dtype, torch.float32, torch.device('cuda'))
+            with precision._flags():
+                assert (cudnn.allow_tf32, cudnn.benchmark, cudnn.deterministic) == \
+                    (tf32, True, True)
+            assert cudnn.allow_tf32 is True
+    finally:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32 = saved

@@ -175,8 +175,12 @@ class _ProjectionPrecision:
         self.cuda = device.type == 'cuda'
 
     def _flags(self):
-        if self.cuda:
-            return torch.backends.cudnn.flags(enabled=True, allow_tf32=self.allow_tf32)
+        if self.cuda:  # only TF32 changes: the user's other cuDNN settings are kept
+            cudnn = torch.backends.cudnn
+            return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                               benchmark_limit=cudnn.benchmark_limit,
+                               deterministic=cudnn.deterministic,
+                               allow_tf32=self.allow_tf32)
         return nullcontext()
 
     def operand(self, x: Tensor) -> Tensor:
