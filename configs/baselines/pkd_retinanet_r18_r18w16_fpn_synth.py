@@ -6,7 +6,7 @@
 _base_ = ['../synthetic/retinanet_r18w16_fpn_student_synth.py']
 custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 
-teacher_ckpt = 'work_dirs/retinanet_r18_fpn_teacher_synth/iter_2400.pth'
+teacher_ckpt = 'work_dirs/retinanet_r18_fpn_teacher_synth/iter_1200.pth'
 model = dict(
     _delete_=True,
     type='DetectionDistiller',
