@@ -196,6 +196,29 @@ def test_jobs_run_side_by_side_after_their_dependencies(tmp_path):
     assert not (tmp_path / 'bad.json').is_file()
 
 
+def test_a_multi_threaded_job_runs_alone_with_its_threads(tmp_path):
+    """The teacher (threads=2) starts only when nothing runs, and nothing starts next to it;
+    each job gets its own OMP_NUM_THREADS."""
+    import io
+    import sys
+    demo = _demo()
+    order = tmp_path / 'order.txt'
+
+    def job(key, threads=1, seconds=0.3):
+        script = (f'import os, time; open({str(order)!r}, "a").write('
+                  f'"start {key} " + os.environ["OMP_NUM_THREADS"] + "\\n"); '
+                  f'time.sleep({seconds}); open({str(order)!r}, "a").write("end {key}\\n")')
+        return demo.Job(key, key, [sys.executable, '-c', script],
+                        str(tmp_path / key / 'train.log'), 10, threads=threads)
+
+    board = demo.StatusBoard(0.0, stream=io.StringIO())
+    demo.run_jobs([job('before'), job('teacher', threads=2), job('after')], 2, board,
+                  poll=0.05)
+    events = [e for e in order.read_text().split('\n') if e]
+    assert events == ['start before 1', 'end before', 'start teacher 2', 'end teacher',
+                      'start after 1', 'end after']
+
+
 def test_status_board_redraws_the_bars_in_place_on_a_terminal():
     import io
     demo = _demo()
