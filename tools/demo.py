@@ -72,8 +72,9 @@ BASES = {m.name: m.base for m in METHODS}
 NOTES = {  # method key -> what the table's reader must know about that row
     'l2+nd': '"(mmkd)": a combination of mmkd\'s own, not in the method\'s paper (the ND paper '
              'adds ND to KD and to ReviewKD, not to FitNet).',
-    'l2+amd': 'L2 + AMD: its L2 term covers only the FPN levels AMD uses (RetinaNet P3-P5, '
-              'Faster R-CNN P2-P5), the L2 (FitNet) row all five levels.',
+    'l2+amd': 'L2 + AMD: its L2 term covers the FPN levels AMD uses: on RetinaNet P3-P5, '
+              'the same as the L2 (FitNet) row; on Faster R-CNN P2-P5, where the L2 '
+              '(FitNet) row has all five levels.',
 }
 
 # Per detector: the teacher's iterations (configs/synthetic/*_teacher_synth.py) and the

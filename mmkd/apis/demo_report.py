@@ -147,8 +147,8 @@ def markdown_report(results: Sequence[RunResult], detector: str, size: dict,
                     notes: Sequence[str] = (), jobs: int = 1) -> str:
     import platform
     import torch
-    machine = (f'{platform.processor() or platform.machine()}, {jobs} run(s) side by side '
-               f'with one torch thread each, '
+    machine = (f'{platform.processor() or platform.machine()}, the teacher alone with {jobs} '
+               f'torch thread(s), then {jobs} run(s) side by side with one torch thread each, '
                f'{"CUDA" if torch.cuda.is_available() else "CPU only"}')
     return '\n'.join([
         f'# mmkd demo: {detector} on the generated data', '',
