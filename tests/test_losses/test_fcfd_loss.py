@@ -324,6 +324,32 @@ def test_dense_every_bridge_gets_a_gradient():
     assert all(p.grad is not None for p in loss.parameters())
 
 
+def test_dense_app_levels_restrict_only_the_appearance_term():
+    """app_levels=(0, 1, 2): the appearance MSE of those levels (float64 reference), the
+    function terms as with every level, and every bridge still gets a gradient (the
+    st path reads every bridged level); bad indices are refused."""
+    g, heads, p_s, p_t, s_cls, s_reg, t_cls, t_reg = dense_case(seed=5)
+    full = FCFDDenseLoss(in_channels=C)
+    randomise_bridges(full, g)
+    part = FCFDDenseLoss(in_channels=C, app_levels=(0, 1, 2))
+    part.load_state_dict(full.state_dict())
+    args = (p_s, p_t, s_cls, s_reg, t_cls, t_reg, heads['student'], heads['teacher'])
+    parts_full, parts = full(*args), part(*args)
+    st_feats = [ref_bridge(b, f) for b, f in zip(part.s2t, p_s)]
+    expected = sum(ref_mse(st_feats[i], p_t[i]) for i in (0, 1, 2))
+    assert 0 < expected < sum(ref_mse(a, b) for a, b in zip(st_feats, p_t))
+    torch.testing.assert_close(parts['app'].double(), expected, rtol=1e-4, atol=1e-7)
+    for key in TERMS:
+        if key != 'app':
+            torch.testing.assert_close(parts[key], parts_full[key])
+    sum(parts.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in part.named_parameters() if n.endswith('conv.weight'))
+    for bad in [(), (0, 5), (1, 1)]:
+        with pytest.raises(ValueError, match='app_levels'):
+            FCFDDenseLoss(in_channels=C, app_levels=bad)
+
+
 def test_bad_inputs_are_reported():
     g, heads, rois, p_s, p_t, s_cls, s_reg, t_out = roi_case()
     loss = FCFDRoILoss(in_channels=C)

@@ -234,9 +234,16 @@ class _FCFDBase(nn.Module):
                  kl_weight: float = 1.0,
                  reg_weight: float = 1.0,
                  loss_weight: float = 1.0,
-                 return_parts: bool = True) -> None:
+                 return_parts: bool = True,
+                 app_levels: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         teacher_channels = in_channels if teacher_channels is None else teacher_channels
+        app_levels = tuple(range(num_levels)) if app_levels is None else tuple(app_levels)
+        if not app_levels or any(not 0 <= i < num_levels for i in app_levels) or len(
+                set(app_levels)) != len(app_levels):
+            raise ValueError(f'{type(self).__name__}: app_levels={list(app_levels)} must be '
+                             f'distinct level indices in 0..{num_levels - 1} '
+                             f'(num_levels={num_levels}), e.g. (0, 1, 2)')
         num_t2s_levels = num_levels if num_t2s_levels is None else num_t2s_levels
         if not 0 < num_t2s_levels <= num_levels:
             raise ValueError(f'{type(self).__name__}: the t->s bridges cover the first '
@@ -254,7 +261,9 @@ class _FCFDBase(nn.Module):
         self.reg_weight = reg_weight
         self.loss_weight = loss_weight
         self.return_parts = return_parts
-        #: B_s→t, one per FPN level (all of them feed the appearance term)
+        #: the levels of the appearance MSE (the function terms use every level)
+        self.app_levels = app_levels
+        #: B_s→t, one per FPN level
         self.s2t = nn.ModuleList([ConvBNConnector(in_channels, teacher_channels)
                                   for _ in range(num_levels)])
         #: B_t→s, one per level the student's later layers read (every bridge must get a
@@ -278,6 +287,12 @@ class _FCFDBase(nn.Module):
         to_teacher = tuple(b(f) for b, f in zip(self.s2t, student_feats))
         to_student = tuple(b(f.detach()) for b, f in zip(self.t2s, teacher_feats))
         return to_teacher, to_student
+
+    def _appearance(self, to_teacher: Sequence[Tensor], teacher_feats: Sequence[Tensor],
+                    valid_mask: Optional[Tensor]) -> Tensor:
+        """The appearance MSE on ``app_levels`` of the bridged student features."""
+        return fcfd_appearance_loss([to_teacher[i] for i in self.app_levels],
+                                    [teacher_feats[i] for i in self.app_levels], valid_mask)
 
     def _collect(self, app: Tensor, terms: Dict[str, Tuple[Tensor, Tensor]]
                  ) -> Union[Tensor, Dict[str, Tensor]]:
@@ -319,6 +334,9 @@ class FCFDRoILoss(_FCFDBase):
         loss_weight (float): multiplies everything.
         return_parts (bool): return the weighted terms as a dict (their sum is the loss)
             instead of the total.
+        app_levels (sequence of int, optional): the levels of the appearance MSE;
+            ``None`` (default, the authors'): all ``num_levels``. The function terms
+            always use every level.
     """
 
     def __init__(self,
@@ -331,10 +349,11 @@ class FCFDRoILoss(_FCFDBase):
                  kl_weight: float = 1.0,
                  reg_weight: float = 1.0,
                  loss_weight: float = 1.0,
-                 return_parts: bool = True) -> None:
+                 return_parts: bool = True,
+                 app_levels: Optional[Sequence[int]] = None) -> None:
         super().__init__(in_channels, teacher_channels, num_levels, num_roi_levels,
                          temperature, app_weight, kl_weight, reg_weight, loss_weight,
-                         return_parts)
+                         return_parts, app_levels)
         self.num_roi_levels = num_roi_levels
 
     def init_from_teacher(self, teacher: nn.Module) -> None:
@@ -385,7 +404,7 @@ class FCFDRoILoss(_FCFDBase):
             raise ValueError(f"FCFDRoILoss: rois must be [R, 5] (wire 'roi.rois'), got "
                              f'{tuple(rois.shape)}')
         to_teacher, to_student = self._bridge(student_feats, teacher_feats)
-        app = fcfd_appearance_loss(to_teacher, teacher_feats, valid_mask)
+        app = self._appearance(to_teacher, teacher_feats, valid_mask)
         # pass 3 (st, with grad through the teacher) and pass 4 (ts), with one RoI
         # extraction over both bridged feature sets when the heads allow it
         st, ts = forward_rois_jointly([teacher_roi_forward, student_roi_forward],
@@ -427,7 +446,7 @@ class FCFDDenseLoss(_FCFDBase):
 
     Args:
         in_channels, teacher_channels, num_levels, temperature, app_weight, kl_weight,
-        reg_weight, loss_weight, return_parts: as in :class:`FCFDRoILoss`. The sigmoid
+        reg_weight, loss_weight, return_parts, app_levels: as in :class:`FCFDRoILoss`. The sigmoid
             KL is a mean over anchor × class elements; ``kl_weight = num_classes`` makes
             it a sum over classes, as the KD baselines' RetinaNet configs do.
         score_thr (float, optional): teacher-score location filter (see above).
@@ -443,9 +462,11 @@ class FCFDDenseLoss(_FCFDBase):
                  reg_weight: float = 1.0,
                  loss_weight: float = 1.0,
                  score_thr: Optional[float] = None,
-                 return_parts: bool = True) -> None:
+                 return_parts: bool = True,
+                 app_levels: Optional[Sequence[int]] = None) -> None:
         super().__init__(in_channels, teacher_channels, num_levels, None, temperature,
-                         app_weight, kl_weight, reg_weight, loss_weight, return_parts)
+                         app_weight, kl_weight, reg_weight, loss_weight, return_parts,
+                         app_levels)
         self.score_thr = score_thr
 
     def init_from_teacher(self, teacher: nn.Module) -> None:
@@ -506,7 +527,7 @@ class FCFDDenseLoss(_FCFDBase):
             ``return_parts=False``.
         """
         to_teacher, to_student = self._bridge(student_feats, teacher_feats)
-        app = fcfd_appearance_loss(to_teacher, teacher_feats, valid_mask)
+        app = self._appearance(to_teacher, teacher_feats, valid_mask)
         st_cls, st_reg = self._outputs(teacher_dense_forward(to_teacher),
                                        'teacher_dense_forward')
         ts_cls, ts_reg = self._outputs(student_dense_forward(to_student),
