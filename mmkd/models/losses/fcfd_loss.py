@@ -446,9 +446,10 @@ class FCFDDenseLoss(_FCFDBase):
 
     Args:
         in_channels, teacher_channels, num_levels, temperature, app_weight, kl_weight,
-        reg_weight, loss_weight, return_parts, app_levels: as in :class:`FCFDRoILoss`. The sigmoid
-            KL is a mean over anchor × class elements; ``kl_weight = num_classes`` makes
-            it a sum over classes, as the KD baselines' RetinaNet configs do.
+        reg_weight, loss_weight, return_parts, app_levels: as in :class:`FCFDRoILoss`.
+            The sigmoid KL is a mean over anchor × class elements; ``kl_weight =
+            num_classes`` makes it a sum over classes, as the KD baselines' RetinaNet
+            configs do.
         score_thr (float, optional): teacher-score location filter (see above).
     """
 
