@@ -325,6 +325,16 @@ def run_jobs(jobs: List[Job], parallel: int, board: StatusBoard,
 
 
 # ---------------------------------------------------------------------------------------
+def config_digest(config: str) -> str:
+    """A digest of the *resolved* config (its bases included), for the run stamps: a run is
+    reused only if its config still reads the same, not merely has the same path."""
+    import hashlib
+    from mmengine.config import Config
+    resolved = Config.fromfile(osp.join(REPO, config)).to_dict()
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def class_means_options(config: str, means_file: str) -> List[str]:
     """Point every loss of ``config`` that reads class means (ND) at ``means_file``."""
     from mmengine.config import Config
@@ -394,7 +404,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     jobs: List[Job] = []
     teacher_dir = osp.join(out, 'teacher')
     teacher_ckpt = osp.join(teacher_dir, f'iter_{size["teacher_iters"]}.pth')
-    teacher_stamp = dict(config=teacher_cfg, iters=size['teacher_iters'], data=data_stamp)
+    teacher_stamp = dict(config=teacher_cfg, digest=config_digest(teacher_cfg),
+                         iters=size['teacher_iters'], data=data_stamp)
     jobs.append(Job('teacher', f'teacher ({size["teacher_iters"]} it)',
                     train_cmd(teacher_cfg, teacher_dir, size['teacher_iters'], 0,
                               data_root),
@@ -411,11 +422,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                          means_file, '--cfg-options', f'model.teacher_ckpt={teacher_ckpt}',
                          *data_options(data_root)],
                         osp.join(out, 'class_means.log'), after=['teacher'],
-                        stamp=dict(teacher=teacher_stamp, config=means_cfg),
+                        stamp=dict(teacher=teacher_stamp, config=means_cfg,
+                                   digest=config_digest(means_cfg)),
                         stamp_file=osp.join(out, 'class_means_done.json')))
     rows = [(STUDENT, 'student', student_cfg)] + [
         (m.name, m.key, m.config.format(det=det)) for m in methods]
     work_dirs = []
+    digests = {config: config_digest(config) for _, _, config in rows}
     for seed in size['seeds']:
         for name, key, config in rows:
             work_dir = osp.join(out, f'{key}_seed{seed}')
@@ -425,7 +438,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             if key in nd_configs:
                 extra += class_means_options(config, means_file)
                 after.append('class_means')
-            run_stamp = dict(config=config, iters=size['student_iters'], seed=seed,
+            run_stamp = dict(config=config, digest=digests[config],
+                             iters=size['student_iters'], seed=seed,
                              options=extra, teacher=teacher_stamp, data=data_stamp)
             jobs.append(Job(f'{key}_seed{seed}', f'{name} (seed {seed})',
                             train_cmd(config, work_dir, size['student_iters'], seed,

@@ -219,6 +219,25 @@ def test_a_multi_threaded_job_runs_alone_with_its_threads(tmp_path):
                       'start after 1', 'end after']
 
 
+def test_a_run_is_reused_only_while_its_resolved_config_reads_the_same(tmp_path):
+    """The run stamps hold a digest of the resolved config: editing the config, or a base
+    it inherits, changes it (a finished run is not reused with another config); the
+    same text gives the same digest."""
+    demo = _demo()
+    base, child = tmp_path / 'base.py', tmp_path / 'child.py'
+    base.write_text('levels = (0, 1, 2, 3, 4)\n')
+    child.write_text("_base_ = ['./base.py']\nweight = 1.0\n")
+    first = demo.config_digest(str(child))
+    assert demo.config_digest(str(child)) == first
+    base.write_text('levels = (0, 1, 2)\n')
+    second = demo.config_digest(str(child))
+    assert second != first
+    child.write_text("_base_ = ['./base.py']\nweight = 2.0\n")
+    assert demo.config_digest(str(child)) not in (first, second)
+    # the demo's own configs resolve
+    assert len(demo.config_digest(demo.TEACHER_CFG.format(det='retinanet'))) == 16
+
+
 def test_status_board_redraws_the_bars_in_place_on_a_terminal():
     import io
     demo = _demo()
