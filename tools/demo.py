@@ -231,8 +231,8 @@ class Job:
     stamp: Optional[dict] = None
     stamp_file: Optional[str] = None
     on_done: Optional[Callable[[], None]] = None
-    #: torch threads; a job with more than one runs alone (the teacher: nothing else can
-    #: start before it anyway, except the cheap student-alone runs)
+    #: torch threads; a job with more than one runs alone (the teacher, on every core:
+    #: all but the cheap student-alone runs wait for it anyway)
     threads: int = 1
 
     def finished_before(self) -> bool:
@@ -412,6 +412,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                     osp.join(teacher_dir, 'train.log'), size['teacher_iters'],
                     stamp=teacher_stamp, stamp_file=osp.join(teacher_dir, 'demo_stamp.json'),
                     threads=max(args.jobs, 1)))
+    rows = [(STUDENT, 'student', student_cfg)] + [
+        (m.name, m.key, m.config.format(det=det)) for m in methods]
+    digests = {config: config_digest(config) for _, _, config in rows}
     means_file = osp.join(out, 'class_means.pth')
     nd_configs = {m.key: m.config.format(det=det) for m in methods
                   if class_means_options(m.config.format(det=det), means_file)}
@@ -423,12 +426,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                          *data_options(data_root)],
                         osp.join(out, 'class_means.log'), after=['teacher'],
                         stamp=dict(teacher=teacher_stamp, config=means_cfg,
-                                   digest=config_digest(means_cfg)),
+                                   digest=digests[means_cfg]),
                         stamp_file=osp.join(out, 'class_means_done.json')))
-    rows = [(STUDENT, 'student', student_cfg)] + [
-        (m.name, m.key, m.config.format(det=det)) for m in methods]
     work_dirs = []
-    digests = {config: config_digest(config) for _, _, config in rows}
     for seed in size['seeds']:
         for name, key, config in rows:
             work_dir = osp.join(out, f'{key}_seed{seed}')
