@@ -11,6 +11,7 @@ from ..recorders import DenseTargetsRecorder, RoIHeadRecorder, RoIOutputs
 from .anchor_labels import dense_anchor_labels
 from .anchor_masks import anchor_keep_mask
 from .base_distiller import BaseDistiller, DistillStep
+from .teacher_cache import build_teacher_cache
 
 ROI_FIELDS = ('embedding', 'cls_score', 'bbox_pred')
 DENSE_FIELDS = ('cls_score', 'bbox_pred')
@@ -82,10 +83,22 @@ class DetectionDistiller(BaseDistiller):
 
     RoI sources need one box head: a multi-stage RoI head (Cascade R-CNN's
     ``CascadeRoIHead``) is refused when the model is built.
+
+    Args:
+        teacher_cache (dict | bool, optional): ``dict(max_mib=1024)`` (or ``True``)
+            keeps the teacher's per-image outputs (``extract_feat`` and its dense head)
+            and answers images it has seen before from memory — for CPU training on small
+            data, where the same augmented image comes back many times
+            (:class:`~.teacher_cache.TeacherOutputCache`). Off by default.
+        **kwargs: the arguments of :class:`BaseDistiller`.
     """
 
     task_registry = MMDET_MODELS
     student_attributes = ('backbone', 'neck', 'bbox_head', 'rpn_head', 'roi_head')
+
+    def __init__(self, *args, teacher_cache: Optional[dict] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher_cache = build_teacher_cache(teacher_cache)
 
     def _check_compatible(self) -> None:
         n_s, n_t = detector_num_classes(self.student), detector_num_classes(self.teacher)
@@ -193,11 +206,22 @@ class DetectionDistiller(BaseDistiller):
                     stack.enter_context(recorder.recording())
             return super()._student_loss(inputs, data_samples)
 
-    def _run_teacher(self, step: DistillStep) -> None:
-        feats = self.teacher.extract_feat(self.teacher_input(step.inputs))
-        step.teacher_feats = feats
+    def _teacher_image_pass(self, inputs: Tensor) -> Tuple[Tuple[Tensor, ...], Dict]:
+        """What the teacher computes from the images alone: ``extract_feat`` (and its
+        dense head, if a source needs it); returns the levels and what the recorder
+        captured meanwhile."""
+        feats = self.teacher.extract_feat(self.teacher_input(inputs))
         if any(p == 'bbox_head' or p.startswith('bbox_head.') for p in self.teacher_paths):
             self.teacher.bbox_head(feats)
+        return feats, self.teacher_recorder.snapshot()
+
+    def _run_teacher(self, step: DistillStep) -> None:
+        if self.teacher_cache is None:
+            feats, _ = self._teacher_image_pass(step.inputs)
+        else:
+            feats, records = self.teacher_cache(step.inputs, self._teacher_image_pass)
+            self.teacher_recorder.restore(records)
+        step.teacher_feats = feats
         if self._uses_roi or any(p.startswith('roi_head.') for p in self.teacher_paths):
             self._ensure_roi_recorders()
             step.student_roi = self.student_roi.sampled

@@ -80,6 +80,20 @@ class ModuleOutputRecorder:
         for calls in self._records.values():
             calls.clear()
 
+    def snapshot(self) -> Dict[str, List]:
+        """What was recorded so far: path -> the outputs of its calls, in call order."""
+        return {path: list(calls) for path, calls in self._records.items()}
+
+    def restore(self, records: Dict[str, List]) -> None:
+        """Replace the records with ``records`` (a :meth:`snapshot` of the same paths),
+        as if the modules had produced them: the teacher cache hands back a pass it
+        answered without running them."""
+        if set(records) != set(self._records):
+            raise ValueError(f'{self.owner} recorder: restore got paths {sorted(records)}, '
+                             f'it records {sorted(self._records)}')
+        for path, calls in records.items():
+            self._records[path] = list(calls)
+
     def get(self, path: str) -> RecordedValue:
         """The recorded output of ``path``: one value, or a tuple (one per call)."""
         calls = self._records[path]

@@ -1,0 +1,169 @@
+"""Reusing the frozen teacher's outputs for images it has already seen (opt-in, CPU)."""
+import hashlib
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+#: what one teacher pass leaves: its ``extract_feat`` levels, and the outputs its
+#: recorder captured meanwhile (module path -> one entry per call)
+TeacherPass = Tuple[Any, Dict[str, List[Any]]]
+
+
+def _leaves(value: Any) -> List[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    return []
+
+
+def _check_batch_first(value: Any, batch: int, where: str) -> None:
+    """Every tensor of a teacher output must hold one row per image."""
+    for leaf in _leaves(value):
+        if leaf.dim() == 0 or leaf.size(0) != batch:
+            raise ValueError(
+                f'teacher_cache: the teacher output {where} has shape '
+                f'{tuple(leaf.shape)}, not one row per image of the batch of {batch}, so '
+                'it cannot be cached per image; remove teacher_cache from the distiller '
+                'config for this teacher.')
+    if not isinstance(value, (Tensor, tuple, list, dict)):
+        raise ValueError(f'teacher_cache: the teacher output {where} is a '
+                         f'{type(value).__name__}; only tensors and tuples / lists / dicts '
+                         'of them can be cached per image. Remove teacher_cache.')
+
+
+def _row(value: Any, i: int) -> Any:
+    """Image ``i`` of a batch-first nest of tensors, ``[1, ...]`` per tensor, copied (a
+    view would keep the whole batch alive)."""
+    if isinstance(value, Tensor):
+        return value[i:i + 1].clone()
+    if isinstance(value, dict):
+        return {k: _row(v, i) for k, v in value.items()}
+    return type(value)(_row(v, i) for v in value)
+
+
+def _stack(rows: List[Any]) -> Any:
+    """The inverse of :func:`_row`: per-image nests, concatenated along the batch."""
+    first = rows[0]
+    if isinstance(first, Tensor):
+        return torch.cat(rows, dim=0)
+    if isinstance(first, dict):
+        return {k: _stack([r[k] for r in rows]) for k in first}
+    return type(first)(_stack(list(parts)) for parts in zip(*rows))
+
+
+def _nbytes(value: Any) -> int:
+    return sum(leaf.numel() * leaf.element_size() for leaf in _leaves(value))
+
+
+class TeacherOutputCache:
+    """A per-image memo of the teacher's input-only pass.
+
+    The teacher is frozen and in eval mode, so what it computes from one image — its
+    ``extract_feat`` levels ``[1, C, H_l, W_l]`` and what its recorder captured in the
+    same pass (``neck``, dense-head logits, towers ...) — depends on that image alone.
+    On small data the same augmented image comes back again and again (600 images × 2
+    flips drawn 3200 times in 400 iterations of batch 8: about two thirds of a run's
+    images were seen before), and the teacher's forward is the larger part of a
+    distillation step for a small student. The cache keys each image by a digest of its
+    input tensor (bytes, shape, dtype), runs the teacher on the images it has not seen
+    (one sub-batch), and assembles the batch's outputs from per-image copies.
+
+    What is not cached: anything that depends on the student (its RoIs: the teacher's
+    RoI head runs on the cached features every step) or on other images of the batch.
+
+    Exactness: a cached image's outputs are the ones the teacher computed for it, in a
+    batch of other images. Its convolutions give the same values per image whatever the
+    rest of the batch, up to the float rounding of the kernel chosen for the batch size
+    (measured ≤ 1e-6 relative on the CPU teacher, `tests/test_distiller/
+    test_teacher_cache.py`).
+
+    The digest reads each input on the host: the cache is for CPU training (the demo,
+    CPU-sized configs), and refuses inputs on a GPU, where reading them back would
+    synchronise every step and the teacher's forward is cheap anyway.
+
+    Args:
+        max_mib (float): memory the cached outputs may take; images beyond it are run
+            through the teacher every time they come (nothing is evicted).
+    """
+
+    def __init__(self, max_mib: float = 1024.0) -> None:
+        if not isinstance(max_mib, (int, float)) or isinstance(max_mib, bool) \
+                or max_mib <= 0:
+            raise ValueError(f'teacher_cache.max_mib must be a positive number of MiB, '
+                             f'got {max_mib!r}')
+        self.max_bytes = int(max_mib * 2**20)
+        self.bytes = 0
+        self.entries: Dict[bytes, TeacherPass] = {}
+        #: images answered from the cache / run through the teacher, since construction
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(image: Tensor) -> bytes:
+        """Digest of one input image ``[3, H, W]`` (bytes, shape, dtype)."""
+        data = image.detach().contiguous().view(-1).view(torch.uint8).numpy()
+        digest = hashlib.blake2b(data.tobytes(), digest_size=20)
+        digest.update(repr((tuple(image.shape), str(image.dtype))).encode())
+        return digest.digest()
+
+    def __call__(self, inputs: Tensor,
+                 run_teacher: Callable[[Tensor], TeacherPass]) -> TeacherPass:
+        """The teacher pass of ``inputs`` ``[B, 3, H, W]``: ``run_teacher(sub_batch)``
+        (which returns ``(feats, records)``) on the unseen images only, the rest from
+        the cache; returns the full batch's ``(feats, records)``."""
+        if inputs.device.type != 'cpu':
+            raise RuntimeError(
+                f'teacher_cache is for CPU training, the inputs are on {inputs.device}: '
+                'digesting them would synchronise the device every step. Remove '
+                'teacher_cache from the distiller config for GPU runs.')
+        keys = [self.key(image) for image in inputs]
+        todo = [i for i, key in enumerate(keys) if key not in self.entries]
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        fresh: Dict[int, TeacherPass] = {}
+        if todo:
+            index = torch.tensor(todo, dtype=torch.long)
+            sub = inputs if len(todo) == len(keys) else inputs.index_select(0, index)
+            feats, records = run_teacher(sub)
+            for where, value in [('extract_feat', feats)] + list(records.items()):
+                _check_batch_first(value, len(todo), where)
+            for j, i in enumerate(todo):
+                fresh[i] = (_row(feats, j), {p: [_row(call, j) for call in calls]
+                                             for p, calls in records.items()})
+                if keys[i] not in self.entries:  # an image twice in one batch: once
+                    size = _nbytes(fresh[i])
+                    if self.bytes + size <= self.max_bytes:
+                        self.entries[keys[i]] = fresh[i]
+                        self.bytes += size
+        rows = [fresh[i] if i in fresh else self.entries[key] for i, key in enumerate(keys)]
+        feats = _stack([row[0] for row in rows])
+        records = {path: [_stack([row[1][path][c] for row in rows])
+                          for c in range(len(rows[0][1][path]))] for path in rows[0][1]}
+        return feats, records
+
+    def stats(self) -> Optional[str]:
+        seen = self.hits + self.misses
+        if not seen:
+            return None
+        return (f'teacher cache: {self.hits}/{seen} images answered from the cache '
+                f'({100 * self.hits / seen:.0f} %), {len(self.entries)} kept in '
+                f'{self.bytes / 2**20:.0f} MiB')
+
+
+def build_teacher_cache(cfg: Optional[dict]) -> Optional[TeacherOutputCache]:
+    """``None`` (off) or a :class:`TeacherOutputCache` from its config dict."""
+    if cfg is None or cfg is False:
+        return None
+    if cfg is True:
+        return TeacherOutputCache()
+    if not isinstance(cfg, dict):
+        raise ValueError(f'teacher_cache must be None, True or a dict such as '
+                         f'dict(max_mib=1024), got {cfg!r}')
+    unknown = sorted(set(cfg) - {'max_mib'})
+    if unknown:
+        raise ValueError(f'teacher_cache: unknown option(s) {unknown}; it takes max_mib')
+    return TeacherOutputCache(**cfg)

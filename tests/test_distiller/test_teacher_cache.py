@@ -1,0 +1,144 @@
+"""The opt-in teacher cache (``teacher_cache=dict(max_mib=...)``): images seen before are
+answered from memory, the teacher runs on the unseen ones only, and every distill loss
+equals the uncached distiller's (float rounding of the sub-batch's kernels)."""
+import copy
+
+import pytest
+import torch
+from helpers import detection_batch, repo_path, save_random_teachers
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from mmkd.models.distillers.teacher_cache import TeacherOutputCache, build_teacher_cache
+
+#: every kind of teacher source: FPN (L2), dense-head logits (KD), the cls tower (LSH),
+#: dense ND (tower + labels), FCFD's teacher head on bridged student features
+RETINA = {
+    'fitnet': 'configs/baselines/fitnet_retinanet_r18_r18w16_fpn_synth.py',
+    'kd++': 'configs/nd/nd_retinanet_r18_r18w16_fpn_synth.py',
+    'lsh': 'configs/lsh/lsh_retinanet_r18_r18w16_fpn_synth.py',
+    'fcfd': 'configs/fcfd/fcfd_retinanet_r18_r18w16_fpn_synth.py',
+}
+#: the teacher's RoI head runs on the student's RoIs over the cached FPN features
+FRCNN = {
+    'lsh': 'configs/lsh/lsh_faster_rcnn_r18_r18w16_fpn_synth.py',
+    'fcfd': 'configs/fcfd/fcfd_faster_rcnn_r18_r18w16_fpn_synth.py',
+}
+
+
+@pytest.fixture(scope='module')
+def teachers(tmp_path_factory):
+    return save_random_teachers(tmp_path_factory.mktemp('teachers'), seed=5)
+
+
+@pytest.fixture(scope='module')
+def class_means(tmp_path_factory):
+    from mmkd.utils import save_class_means
+    path = str(tmp_path_factory.mktemp('means') / 'means.pth')
+    save_class_means(path, torch.randn(4, 64, generator=torch.Generator().manual_seed(0)),
+                     torch.ones(4, dtype=torch.long), dict(num_classes=4))
+    return path
+
+
+def build(config: str, teacher_ckpt: str, means: str, teacher_cache=None):
+    from mmdet.registry import MODELS
+    init_default_scope('mmdet')
+    cfg = copy.deepcopy(Config.fromfile(repo_path(config)).model)
+    cfg.teacher_ckpt = teacher_ckpt
+    cfg.teacher_cache = teacher_cache
+    for binding in cfg.distill_losses.values():
+        if 'class_means' in binding.loss:
+            binding.loss.class_means = means
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.train()
+    return model
+
+
+def batch_of(model, images):
+    """A batch of two of four distinct images (``detection_batch``'s boxes, image ``i``
+    normalised noise drawn from seed ``i``)."""
+    samples = detection_batch(model)['data_samples']
+    pool = [torch.randn(3, 128, 128, generator=torch.Generator().manual_seed(i))
+            for i in range(4)]
+    return (torch.stack([pool[i] for i in images]),
+            [copy.deepcopy(samples[j]) for j in range(len(images))])
+
+
+def distill_losses(model, inputs, data_samples):
+    torch.manual_seed(0)  # the same RoI sampling for both distillers
+    losses = model.loss(inputs, data_samples)
+    return {k: v for k, v in losses.items() if k.startswith('distill.loss_')}
+
+
+def count_teacher_images(model):
+    seen = []
+    model.teacher.backbone.register_forward_hook(
+        lambda module, args, out: seen.append(args[0].size(0)))
+    return seen
+
+
+@pytest.mark.parametrize('detector,method', [('retina', m) for m in RETINA] +
+                         [('frcnn', m) for m in FRCNN])
+def test_cached_teacher_gives_the_uncached_losses_and_runs_only_unseen_images(
+        teachers, class_means, detector, method):
+    config = (RETINA if detector == 'retina' else FRCNN)[method]
+    plain = build(config, teachers[detector], class_means)
+    cached = build(config, teachers[detector], class_means, dict(max_mib=64))
+    cached.load_state_dict(plain.state_dict())
+    runs = count_teacher_images(cached)
+    # first batch: both images new; second: one seen (image 1), one new (image 2), in
+    # another position of the batch; third: both seen
+    for images, teacher_images in (([0, 1], 2), ([2, 1], 1), ([1, 0], 0)):
+        inputs, samples = batch_of(plain, images)
+        runs.clear()
+        expected = distill_losses(plain, inputs, copy.deepcopy(samples))
+        got = distill_losses(cached, inputs, copy.deepcopy(samples))
+        assert sum(runs) == teacher_images, images
+        assert set(got) == set(expected)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6,
+                                       msg=f'{name} on images {images}')
+    assert (cached.teacher_cache.hits, cached.teacher_cache.misses) == (3, 3)
+    # the gradients reach the student as without the cache
+    loss = sum(v for k, v in got.items() if k.count('.') == 1)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in cached.student.parameters())
+    assert all(p.grad is None for p in cached.teacher.parameters())
+
+
+def test_a_full_cache_keeps_what_it_has_and_runs_the_teacher_for_the_rest(teachers,
+                                                                         class_means):
+    model = build(RETINA['fitnet'], teachers['retina'], class_means, dict(max_mib=64))
+    inputs, samples = batch_of(model, [0, 1])
+    model.teacher_cache.max_bytes = 1  # nothing fits
+    distill_losses(model, inputs, samples)
+    distill_losses(model, inputs, copy.deepcopy(samples))
+    assert (model.teacher_cache.hits, model.teacher_cache.misses) == (0, 4)
+    assert model.teacher_cache.entries == {} and model.teacher_cache.bytes == 0
+
+
+def test_the_key_tells_images_apart_by_every_byte_and_by_shape():
+    image = torch.rand(3, 8, 8)
+    other = image.clone()
+    other[2, 7, 7] += 1e-6
+    key = TeacherOutputCache.key
+    assert key(image) == key(image.clone())
+    assert key(image) != key(other)
+    assert key(image) != key(image.reshape(3, 4, 16))
+
+
+def test_bad_cache_configs_and_non_per_image_outputs_say_what_to_fix():
+    with pytest.raises(ValueError, match='max_mib must be a positive'):
+        build_teacher_cache(dict(max_mib=0))
+    with pytest.raises(ValueError, match="unknown option.*'size'"):
+        build_teacher_cache(dict(size=3))
+    with pytest.raises(ValueError, match='must be None, True or a dict'):
+        build_teacher_cache('yes')
+    assert build_teacher_cache(None) is None
+    assert isinstance(build_teacher_cache(True), TeacherOutputCache)
+    cache = TeacherOutputCache(max_mib=1)
+    with pytest.raises(ValueError, match='not one row per image.*remove teacher_cache'):
+        cache(torch.rand(2, 3, 4, 4), lambda x: ((torch.rand(3, 5), ), {}))
