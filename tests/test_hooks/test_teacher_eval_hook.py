@@ -81,3 +81,54 @@ def test_a_resumed_run_is_not_evaluated_again():
     runner, info, _ = make_runner({'accuracy/top1': 0.0}, iteration=10)
     TeacherEvalHook(min_score=0.5).before_train(runner)
     assert runner.model.predicted_by == [] and info == {}
+
+
+class Annotations(ListLoader):
+    def __init__(self, items, ann_file):
+        super().__init__(items)
+        self.ann_file = ann_file
+
+
+def runner_with_teacher(tmp_path, metrics):
+    """A runner whose distiller names a teacher checkpoint file and whose validation set
+    an annotation file, both in ``tmp_path``."""
+    runner, info, warnings = make_runner(metrics)
+    ckpt, ann = tmp_path / 'teacher.pth', tmp_path / 'val.json'
+    for path in (ckpt, ann):
+        if not path.exists():
+            path.write_text('x')
+    runner.model.teacher_ckpt = str(ckpt)
+    runner.model.teacher = SimpleNamespace(test_cfg=dict(score_thr=0.05))
+    runner.val_loop.dataloader = Annotations([1, 2, 3], str(ann))
+    return runner, info
+
+
+def test_a_second_run_with_the_same_teacher_and_data_reads_the_first_ones_metrics(tmp_path):
+    first, info = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.42})
+    TeacherEvalHook().before_train(first)
+    assert first.model.predicted_by == ['teacher'] * 3
+    assert (tmp_path / 'teacher.pth.eval.json').is_file()
+
+    second, info = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.0})  # not consulted
+    TeacherEvalHook(min_score=0.4).before_train(second)
+    assert second.model.predicted_by == [] and info == {'teacher/coco/bbox_mAP': 0.42}
+
+    # not when asked not to, nor after the checkpoint or the validation set changed
+    third, info = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.5})
+    TeacherEvalHook(reuse=False).before_train(third)
+    assert third.model.predicted_by == ['teacher'] * 3
+    for changed in ('teacher.pth', 'val.json'):
+        (tmp_path / changed).write_text('a different file')
+        again, info = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.5})
+        TeacherEvalHook().before_train(again)
+        assert again.model.predicted_by == ['teacher'] * 3, changed
+        assert info == {'teacher/coco/bbox_mAP': 0.5}
+
+
+def test_another_teacher_test_setting_is_evaluated_again(tmp_path):
+    first, _ = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.42})
+    TeacherEvalHook().before_train(first)
+    second, info = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.3})
+    second.model.teacher = SimpleNamespace(test_cfg=dict(score_thr=0.3))
+    TeacherEvalHook().before_train(second)
+    assert second.model.predicted_by == ['teacher'] * 3 and info['teacher/coco/bbox_mAP'] == 0.3
