@@ -206,14 +206,20 @@ class DetectionDistiller(BaseDistiller):
                     stack.enter_context(recorder.recording())
             return super()._student_loss(inputs, data_samples)
 
+    @property
+    def _teacher_runs_roi_head(self) -> bool:
+        return self._uses_roi or any(p.startswith('roi_head.') for p in self.teacher_paths)
+
     def _teacher_image_pass(self, inputs: Tensor) -> Tuple[Tuple[Tensor, ...], Dict]:
         """What the teacher computes from the images alone: ``extract_feat`` (and its
         dense head, if a source needs it); returns the levels and what the recorder
-        captured meanwhile."""
+        captured meanwhile (the levels are only handed on for the RoI head: the cache
+        keeps nothing else twice)."""
         feats = self.teacher.extract_feat(self.teacher_input(inputs))
         if any(p == 'bbox_head' or p.startswith('bbox_head.') for p in self.teacher_paths):
             self.teacher.bbox_head(feats)
-        return feats, self.teacher_recorder.snapshot()
+        return (feats if self._teacher_runs_roi_head else ()), \
+            self.teacher_recorder.snapshot()
 
     def _run_teacher(self, step: DistillStep) -> None:
         if self.teacher_cache is None:
@@ -221,8 +227,7 @@ class DetectionDistiller(BaseDistiller):
         else:
             feats, records = self.teacher_cache(step.inputs, self._teacher_image_pass)
             self.teacher_recorder.restore(records)
-        step.teacher_feats = feats
-        if self._uses_roi or any(p.startswith('roi_head.') for p in self.teacher_paths):
+        if self._teacher_runs_roi_head:
             self._ensure_roi_recorders()
             step.student_roi = self.student_roi.sampled
             if step.student_roi is None:

@@ -73,13 +73,14 @@ class TeacherOutputCache:
     (one sub-batch), and assembles the batch's outputs from per-image copies.
 
     What is not cached: anything that depends on the student (its RoIs: the teacher's
-    RoI head runs on the cached features every step) or on other images of the batch.
+    RoI head runs on the cached features every step; FCFD's teacher head on bridged
+    student features) or on other images of the batch.
 
     Exactness: a cached image's outputs are the ones the teacher computed for it, in a
     batch of other images. Its convolutions give the same values per image whatever the
-    rest of the batch, up to the float rounding of the kernel chosen for the batch size
-    (measured ≤ 1e-6 relative on the CPU teacher, `tests/test_distiller/
-    test_teacher_cache.py`).
+    rest of the batch, up to the float rounding of the kernel chosen for the batch size:
+    every distill loss equals the uncached distiller's to 1e-5 relative
+    (``tests/test_distiller/test_teacher_cache.py``).
 
     The digest reads each input on the host: the cache is for CPU training (the demo,
     CPU-sized configs), and refuses inputs on a GPU, where reading them back would
