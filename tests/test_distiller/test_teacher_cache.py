@@ -101,6 +101,8 @@ def test_cached_teacher_gives_the_uncached_losses_and_runs_only_unseen_images(
             torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6,
                                        msg=f'{name} on images {images}')
     assert (cached.teacher_cache.hits, cached.teacher_cache.misses) == (3, 3)
+    assert cached.teacher_cache.stats().startswith(
+        'teacher cache: 3/6 images answered from the cache (50 %), 3 kept in')
     # the gradients reach the student as without the cache
     loss = sum(v for k, v in got.items() if k.count('.') == 1)
     loss.backward()

@@ -3,6 +3,7 @@ import hashlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor
 
 #: what one teacher pass leaves: its ``extract_feat`` levels, and the outputs its
@@ -102,6 +103,9 @@ class TeacherOutputCache:
         #: images answered from the cache / run through the teacher, since construction
         self.hits = 0
         self.misses = 0
+        #: the log gets :meth:`stats` each time this many more images were seen
+        self.report_every = 1000
+        self._next_report = self.report_every
 
     @staticmethod
     def key(image: Tensor) -> bytes:
@@ -125,6 +129,9 @@ class TeacherOutputCache:
         todo = [i for i, key in enumerate(keys) if key not in self.entries]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
+        if self.hits + self.misses >= self._next_report:
+            self._next_report += self.report_every
+            print_log(f'mmkd: {self.stats()}', logger='current')
         fresh: Dict[int, TeacherPass] = {}
         if todo:
             index = torch.tensor(todo, dtype=torch.long)
