@@ -131,10 +131,18 @@ def parse_variant(text: str) -> ConfigVariant:
 
 
 def _accepts(registry_type: Any, argument: str) -> bool:
-    try:
-        return argument in inspect.signature(registry_type.__init__).parameters
-    except (TypeError, ValueError):
-        return False
+    """Whether ``registry_type(argument=...)`` is accepted: its ``__init__`` names it, or
+    passes ``**kwargs`` on to a base class whose ``__init__`` does."""
+    for klass in getattr(registry_type, '__mro__', (registry_type, )):
+        try:
+            params = inspect.signature(klass.__init__).parameters
+        except (TypeError, ValueError):
+            return False
+        if argument in params:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+    return False
 
 
 def _loss_types(cfg: Config) -> Dict[str, str]:
