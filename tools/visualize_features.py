@@ -215,12 +215,12 @@ def draw(path: str, image_rgb, rows: List[dict], networks: List[str], title: str
     plt.close(fig)
 
 
+@torch.no_grad()  # not torch.set_grad_enabled(False): that would outlive the call
 def visualize(args: argparse.Namespace) -> Dict[str, str]:
     """Write the PNGs and the JSON; returns ``{source: png path}``."""
     import mmcv
 
     allow_mmengine_checkpoints()
-    torch.set_grad_enabled(False)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

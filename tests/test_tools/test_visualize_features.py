@@ -51,23 +51,29 @@ def test_png_of_every_fpn_level_with_the_student_alone(checkpoints, image, tmp_p
     written = tool.visualize(tool.parse_args([
         repo_path(FITNET), checkpoints['distilled'], image, '--out', str(out),
         '--teacher-ckpt', checkpoints['teacher'], '--compare', checkpoints['alone']]))
+    assert torch.is_grad_enabled()  # the tool's no_grad ends with the call
     png = written['neck']
     assert osp.basename(png) == 'feature_maps_neck.png'
     picture = cv2.imread(png)
-    # 5 levels x (image + 3 networks x 2 kinds) panels
+    # 4 levels x (image + 3 networks x 2 kinds) panels
     assert picture is not None and picture.shape[0] > 500 and picture.shape[1] > 1000
     assert picture.std() > 10  # not a blank canvas
     with open(out / 'feature_maps.json') as f:
         report = json.load(f)['neck']
-    assert list(report) == ['P3', 'P4', 'P5', 'P6', 'P7']
+    assert list(report) == ['P2', 'P3', 'P4', 'P5']  # named from the strides 4-32
     for level in report.values():
         assert set(level) == {'student (distilled)', 'student alone'}
         for net in level.values():
             assert set(net) == {'mean', 'attention'}
             assert all(v is None or -1.0 <= v <= 1.0 for v in net.values())
-    assert report['P7']['student alone']['mean'] is None  # a 1x1 map has no pattern
+    # the coarsest level, P5, is 4x4 (4x4 after cropping the padding too): every map has
+    # a pattern, so every correlation is a number (a 1x1 map's is None:
+    # test_maps_and_correlation)
+    for level in report.values():
+        for net in level.values():
+            assert all(v is not None for v in net.values())
     # different students, different maps
-    assert report['P3']['student (distilled)'] != report['P3']['student alone']
+    assert report['P2']['student (distilled)'] != report['P2']['student alone']
 
 
 def test_same_weights_give_the_same_correlations_and_padding_is_cropped(
@@ -81,12 +87,12 @@ def test_same_weights_give_the_same_correlations_and_padding_is_cropped(
     inputs, samples = tool.load_image(cfg, image, distiller)
     assert tuple(inputs.shape[-2:]) == (128, 128) and samples[0].img_shape == (100, 128)
     feats = tool.record(distiller.student, inputs, samples, ['neck'], 'student')['neck']
-    assert len(feats) == 5 and tuple(feats[0].shape[-2:]) == (16, 16)
-    assert tuple(tool.crop_to_image(feats[0], samples[0]).shape[-2:]) == (13, 16)  # 100/8
+    assert len(feats) == 4 and tuple(feats[0].shape[-2:]) == (32, 32)
+    assert tuple(tool.crop_to_image(feats[0], samples[0]).shape[-2:]) == (25, 32)  # 100/4
     tool.visualize(args)
     with open(tmp_path / 'feature_maps.json') as f:
         report = json.load(f)['neck']
-    assert list(report) == ['P3', 'P4']
+    assert list(report) == ['P2', 'P3']
     for level in report.values():
         assert level['student (distilled)'] == level['student alone']
 
@@ -100,6 +106,7 @@ def test_maps_and_correlation():
     assert tool.correlation(a, 2 * a + 1) == pytest.approx(1.0)
     assert tool.correlation(a, -a) == pytest.approx(-1.0)
     assert tool.correlation(a, torch.ones(2, 2)) is None
+    assert tool.correlation(torch.full((1, 1), 3.), torch.full((1, 1), 2.)) is None  # 1x1
 
 
 def test_bad_input_is_a_clear_error(checkpoints, image, tmp_path):
