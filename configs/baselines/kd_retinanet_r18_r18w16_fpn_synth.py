@@ -1,6 +1,6 @@
 # KD baseline, CPU-sized: RetinaNet R18 teacher -> R18 (width 16) student on the generated
 # data; sigmoid (binary) KD (T = 1) on every anchor x class logit of the dense head, levels
-# P3-P7, weight num_classes = 4 (a sum over classes, a mean over anchors; see README).
+# P2-P5, weight num_classes = 4 (a sum over classes, a mean over anchors; see README).
 # The same term as the KD half of KD++ (configs/nd/nd_retinanet_r18_r18w16_fpn_synth.py),
 # so the two differ by ND alone.
 _base_ = ['../synthetic/retinanet_r18w16_fpn_student_synth.py']
@@ -19,7 +19,7 @@ model = dict(
             inputs=dict(
                 student_logits='student.dense.cls_score',
                 teacher_logits='teacher.dense.cls_score'),
-            levels=(0, 1, 2, 3, 4))))
+            levels=(0, 1, 2, 3))))
 custom_hooks = [
     dict(type='DistillScheduleHook'),
     dict(type='TeacherEvalHook'),

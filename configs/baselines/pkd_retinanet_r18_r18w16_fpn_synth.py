@@ -1,5 +1,5 @@
 # PKD baseline (Cao et al., NeurIPS 2022), CPU-sized: RetinaNet R18 teacher -> R18 (width
-# 16) student on the generated data. On FPN levels P3-P6 (MMRazor's four), each feature map
+# 16) student on the generated data. On the four FPN levels P2-P5 (MMRazor uses four), each feature map
 # is normalised per channel (zero mean, unit std over batch and positions) and half the MSE
 # of the normalised maps is the loss (PKDLoss), weight 10 per level as MMRazor's RetinaNet
 # configs. No connector: both FPNs have 64 channels.

@@ -7,8 +7,7 @@
 # nd: exactly the ND term of nd_retinanet_r18_r18w16_fpn_synth.py (DenseNDLoss on the
 #   positive anchors' 64-d last cls-tower features, 4 foreground class means, weight 1.0;
 #   the same class-means file: tools/class_means.py on that config).
-# fpn_l2: exactly the FitNet baseline's term (FeatureMSELoss on P3-P5, weight 1 per level;
-#   why not P6/P7: the FitNet config).
+# fpn_l2: exactly the FitNet baseline's term (FeatureMSELoss on P2-P5, weight 1 per level).
 _base_ = ['../synthetic/retinanet_r18w16_fpn_student_synth.py']
 custom_imports = dict(imports=['mmkd'], allow_failed_imports=False)
 
@@ -29,13 +28,13 @@ model = dict(
                 in_channels=64,
                 loss_weight=1.0),
             inputs=dict(
-                student_feats='student.bbox_head.cls_convs.3',
-                teacher_feats='teacher.bbox_head.cls_convs.3',
+                student_feats='student.bbox_head.cls_convs.1',
+                teacher_feats='teacher.bbox_head.cls_convs.1',
                 anchor_labels='dense.labels')),
         fpn_l2=dict(
             loss=dict(type='FeatureMSELoss', loss_weight=1.0),
             inputs=dict(student_feat='student.neck', teacher_feat='teacher.neck'),
-            levels=(0, 1, 2))))
+            levels=(0, 1, 2, 3))))
 custom_hooks = [
     dict(type='DistillScheduleHook'),
     dict(type='TeacherEvalHook'),

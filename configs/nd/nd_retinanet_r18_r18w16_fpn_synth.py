@@ -2,7 +2,7 @@
 # the generated data. The ND paper has no dense-detector version: this mapping is mmkd's
 # own extension (DenseNDLoss). Samples are the positive anchors (the student head's own
 # assigner, `dense.labels`); each takes the 64-d output of the last cls-tower conv (after
-# ReLU) at its location, on P3-P7, and is pulled towards the teacher's mean of that class
+# ReLU; the tower has two convs here) at its location, on P2-P5, and is pulled towards the teacher's mean of that class
 # (4 rows, foreground only), weight 1.0. Plus sigmoid KD on the class logits (as the KD
 # baseline for RetinaNet: T = 1, weight = num_classes = 4).
 #
@@ -30,15 +30,15 @@ model = dict(
                 in_channels=64,
                 loss_weight=1.0),
             inputs=dict(
-                student_feats='student.bbox_head.cls_convs.3',
-                teacher_feats='teacher.bbox_head.cls_convs.3',
+                student_feats='student.bbox_head.cls_convs.1',
+                teacher_feats='teacher.bbox_head.cls_convs.1',
                 anchor_labels='dense.labels')),
         dense_kd=dict(
             loss=dict(type='KDLoss', temperature=1.0, mode='sigmoid', loss_weight=4.0),
             inputs=dict(
                 student_logits='student.dense.cls_score',
                 teacher_logits='teacher.dense.cls_score'),
-            levels=(0, 1, 2, 3, 4))))
+            levels=(0, 1, 2, 3))))
 custom_hooks = [
     dict(type='DistillScheduleHook'),
     dict(type='TeacherEvalHook'),

@@ -99,8 +99,10 @@ def test_gradient_routing_of_the_cross_terms(det, ckpts):
     head = model.student.roi_head.bbox_head if det == 'frcnn' else model.student.bbox_head
     teacher_state = {k: v.clone() for k, v in model.teacher.state_dict().items()}
     _, inputs = loss_step(model)
-    roi_levels = 4 if det == 'frcnn' else 5
-    assert len(loss.t2s) == roi_levels and len(loss.s2t) == 5
+    # Faster R-CNN: B_s->t on its 5 FPN levels P2-P6, B_t->s on the 4 RoI levels P2-P5;
+    # the CPU RetinaNet: both on its 4 FPN levels P2-P5
+    num_levels, roi_levels = (5, 4) if det == 'frcnn' else (4, 4)
+    assert len(loss.t2s) == roi_levels and len(loss.s2t) == num_levels
 
     parts = loss(**inputs)  # the same call again, to back-propagate single terms
     (parts['kl_st'] + parts['reg_st']).backward(retain_graph=True)

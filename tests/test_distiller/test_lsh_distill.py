@@ -59,7 +59,8 @@ def test_one_step_gives_finite_lsh_loss_and_trains_only_the_student(det, ckpts):
         assert fc.weight.grad.abs().sum() > 0
         assert model.student.roi_head.bbox_head.fc_cls.weight.grad is None
     else:
-        tower = model.student.bbox_head.cls_convs[3].conv
+        assert len(model.student.bbox_head.cls_convs) == 2  # [1] is the tower's last conv
+        tower = model.student.bbox_head.cls_convs[1].conv
         assert tower.weight.grad.abs().sum() > 0
         assert model.student.bbox_head.retina_cls.weight.grad is None  # after the tower
         assert all(p.grad is None for p in model.student.bbox_head.reg_convs.parameters())
@@ -102,7 +103,7 @@ def teacher_rows_recorder(det, model):
         handle = model.teacher.roi_head.bbox_head.fc_cls.register_forward_pre_hook(
             lambda m, inputs: records.append(inputs[0].detach().clone()))
     else:
-        handle = model.teacher.bbox_head.cls_convs[3].register_forward_hook(
+        handle = model.teacher.bbox_head.cls_convs[1].register_forward_hook(
             lambda m, inputs, output: records.append(output.detach().clone()))
     return records, handle
 
@@ -147,10 +148,12 @@ def test_bias_hook_sets_minus_median_of_teacher_projections(det, ckpts, tiny_det
     if det == 'frcnn':
         rows = torch.cat(records)  # [R, 256] over both batches
     else:
-        # 5 levels per batch; keep mask recomputed from each batch's ground truth
+        # 4 levels (P2-P5) per batch; keep mask recomputed from each batch's ground truth
+        n = 4
+        assert len(records) == n * len(batches)
         rows = []
         for i, data_batch in enumerate(batches):
-            levels = records[5 * i:5 * i + 5]
+            levels = records[n * i:n * i + n]
             samples = model.data_preprocessor(data_batch, True)['data_samples']
             masks = anchor_keep_mask(model.student.bbox_head,
                                      [x.shape[-2:] for x in levels], samples)
@@ -219,7 +222,7 @@ def test_collect_loss_inputs_returns_what_the_loss_receives(det, ckpts):
         assert kwargs['teacher_feat'].shape == kwargs['student_feat'].shape
     else:
         assert set(kwargs) == {'student_feat', 'teacher_feat', 'mask'}
-        assert len(kwargs['teacher_feat']) == 5 and len(kwargs['mask']) == 5
+        assert len(kwargs['teacher_feat']) == 4 and len(kwargs['mask']) == 4  # P2-P5
         assert kwargs['mask'][0].dtype == torch.bool
         assert kwargs['teacher_feat'][0].shape[:2] == (2, 64)
     with pytest.raises(KeyError, match='no distill loss named'):

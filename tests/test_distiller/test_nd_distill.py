@@ -373,8 +373,8 @@ def test_dense_labels_source_is_the_heads_assignment(ckpts):
     losses = model.loss(**data)
     assert torch.isfinite(losses['distill.loss_nd'])
     labels = captured['dense.labels']
-    feats = captured['student.bbox_head.cls_convs.3']
-    assert len(labels) == len(feats) == 5
+    feats = captured['student.bbox_head.cls_convs.1']
+    assert len(labels) == len(feats) == 4
     head = model.student.bbox_head
     for lab, f in zip(labels, feats):
         assert lab.shape == (2, f.shape[-2] * f.shape[-1] * head.num_base_priors)
@@ -397,10 +397,10 @@ def test_dense_labels_are_the_student_loss_assignment_not_a_second_one(ckpts):
     head.assigner.assign = lambda *a, **k: calls.append(1) or assign(*a, **k)
     model.loss(**data)
     assert len(calls) == 2  # once per image, by the student's own loss
-    feats = captured['student.bbox_head.cls_convs.3']
+    feats = captured['student.bbox_head.cls_convs.1']
     fresh = detection_distiller.dense_anchor_labels(
         head, [f.shape[-2:] for f in feats], data['data_samples'])
-    assert len(fresh) == len(captured['dense.labels']) == 5
+    assert len(fresh) == len(captured['dense.labels']) == 4
     for got, want in zip(captured['dense.labels'], fresh):
         assert torch.equal(got, want)
 

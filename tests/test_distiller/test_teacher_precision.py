@@ -60,7 +60,7 @@ def test_bf16_retinanet_teacher_features_and_loss_within_rounding(teachers):
             from mmkd.models.distillers.base_distiller import DistillStep
             step = DistillStep(batch['inputs'], batch['data_samples'])
             model._run_teacher(step)
-            captured[name + '_feat'] = model._fetch(step, 'teacher.bbox_head.cls_convs.3')
+            captured[name + '_feat'] = model._fetch(step, 'teacher.bbox_head.cls_convs.1')
     feats32, feats16 = captured['fp32_feat'], captured['bf16_feat']
     assert all(f.dtype == torch.float32 for f in feats16)  # handed back in fp32
     for a, b in zip(feats32, feats16):
