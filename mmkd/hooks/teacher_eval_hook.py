@@ -20,8 +20,8 @@ class TeacherEvalHook(Hook):
 
     Many students are usually distilled from one teacher: the metrics are kept next to
     the teacher checkpoint (``<teacher_ckpt>.eval.json``, with the checkpoint's and the
-    validation annotations' size and modification time and the teacher's architecture
-    and test settings) and a later run with the same teacher on the same validation set
+    validation annotations' size and modification time, the teacher's architecture,
+    precision and test settings and the test pipeline) and a later run with the same teacher on the same validation set
     reads them instead of evaluating again. Where that file cannot be written
     (read-only storage), every run evaluates.
 
@@ -96,14 +96,17 @@ def _record_file(model) -> Optional[str]:
 
 
 def _evaluation_key(model, dataset) -> str:
-    """What the teacher's metrics depend on: its checkpoint file, architecture and test
-    settings, and the validation set (annotation file, size)."""
+    """What the teacher's metrics depend on: its checkpoint file, architecture, precision
+    and test settings, and the validation set (annotation file, size, test pipeline)."""
     teacher = model.teacher
+    params = teacher.parameters() if hasattr(teacher, 'parameters') else iter(())
+    described = (repr(teacher) + repr(getattr(teacher, 'test_cfg', None)) +
+                 repr(next((p.dtype for p in params), None)))
     parts = dict(checkpoint=_file_stamp(model.teacher_ckpt),
-                 teacher=hashlib.sha256((repr(teacher) + repr(getattr(
-                     teacher, 'test_cfg', None))).encode()).hexdigest(),
+                 teacher=hashlib.sha256(described.encode()).hexdigest(),
                  dataset=[type(dataset).__name__, len(dataset),
-                          _file_stamp(getattr(dataset, 'ann_file', None))])
+                          _file_stamp(getattr(dataset, 'ann_file', None)),
+                          repr(getattr(dataset, 'pipeline', None))])
     return json.dumps(parts, sort_keys=True, default=str)
 
 

@@ -132,3 +132,13 @@ def test_another_teacher_test_setting_is_evaluated_again(tmp_path):
     second.model.teacher = SimpleNamespace(test_cfg=dict(score_thr=0.3))
     TeacherEvalHook().before_train(second)
     assert second.model.predicted_by == ['teacher'] * 3 and info['teacher/coco/bbox_mAP'] == 0.3
+
+
+def test_another_test_pipeline_is_evaluated_again(tmp_path):
+    first, _ = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.42})
+    first.val_loop.dataloader.pipeline = 'Resize(scale=(128, 128))'
+    TeacherEvalHook().before_train(first)
+    second, info = runner_with_teacher(tmp_path, {'coco/bbox_mAP': 0.3})
+    second.val_loop.dataloader.pipeline = 'Resize(scale=(256, 256))'
+    TeacherEvalHook().before_train(second)
+    assert second.model.predicted_by == ['teacher'] * 3 and info['teacher/coco/bbox_mAP'] == 0.3
