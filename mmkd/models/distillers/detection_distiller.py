@@ -1,6 +1,6 @@
 """Distillation between two MMDetection detectors (Faster R-CNN, RetinaNet, ...)."""
 from contextlib import ExitStack
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -86,9 +86,10 @@ class DetectionDistiller(BaseDistiller):
 
     Args:
         teacher_cache (dict | bool, optional): ``dict(max_mib=1024)`` (or ``True``)
-            keeps the teacher's per-image outputs (``extract_feat`` and its dense head)
-            and answers images it has seen before from memory — for CPU training on small
-            data, where the same augmented image comes back many times
+            keeps what the teacher computes from each image alone (the recorded outputs
+            of its backbone, neck and dense head; its FPN levels too when its RoI head
+            runs) and answers images it has seen before from memory — for CPU training
+            on small data, where the same augmented image comes back many times
             (:class:`~.teacher_cache.TeacherOutputCache`). Off by default.
         **kwargs: the arguments of :class:`BaseDistiller`.
     """
@@ -96,7 +97,8 @@ class DetectionDistiller(BaseDistiller):
     task_registry = MMDET_MODELS
     student_attributes = ('backbone', 'neck', 'bbox_head', 'rpn_head', 'roi_head')
 
-    def __init__(self, *args, teacher_cache: Optional[dict] = None, **kwargs) -> None:
+    def __init__(self, *args, teacher_cache: Union[dict, bool, None] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.teacher_cache = build_teacher_cache(teacher_cache)
 

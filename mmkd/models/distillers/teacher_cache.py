@@ -1,6 +1,6 @@
 """Reusing the frozen teacher's outputs for images it has already seen (opt-in, CPU)."""
 import hashlib
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -162,7 +162,7 @@ class TeacherOutputCache:
                 f'{self.bytes / 2**20:.0f} MiB')
 
 
-def build_teacher_cache(cfg: Optional[dict]) -> Optional[TeacherOutputCache]:
+def build_teacher_cache(cfg: Union[dict, bool, None]) -> Optional[TeacherOutputCache]:
     """``None`` (off) or a :class:`TeacherOutputCache` from its config dict."""
     if cfg is None or cfg is False:
         return None
