@@ -144,3 +144,28 @@ def test_bad_cache_configs_and_non_per_image_outputs_say_what_to_fix():
     cache = TeacherOutputCache(max_mib=1)
     with pytest.raises(ValueError, match='not one row per image.*remove teacher_cache'):
         cache(torch.rand(2, 3, 4, 4), lambda x: ((torch.rand(3, 5), ), {}))
+
+
+def test_nested_outputs_keep_their_types_namedtuples_included():
+    """Per-image rows and the reassembled batch keep tuples, lists, dicts and namedtuples
+    (a head may return one) as they were."""
+    from collections import namedtuple
+    Pair = namedtuple('Pair', 'cls reg')
+    batch = torch.arange(24.).view(4, 6)
+    calls = []
+
+    def teacher(x):
+        calls.append(x.size(0))
+        out = (Pair(x * 2, [x + 1]), {'t': x - 1})
+        return out, {'head': [out]}
+
+    cache = TeacherOutputCache(max_mib=1)
+    cache(batch[:2], teacher)
+    feats, records = cache(batch[[1, 2]], teacher)
+    assert calls == [2, 1]
+    assert isinstance(feats[0], Pair) and isinstance(feats[0].reg, list)
+    torch.testing.assert_close(feats[0].cls, batch[[1, 2]] * 2)
+    torch.testing.assert_close(feats[0].reg[0], batch[[1, 2]] + 1)
+    torch.testing.assert_close(feats[1]['t'], batch[[1, 2]] - 1)
+    assert isinstance(records['head'][0][0], Pair)
+    torch.testing.assert_close(records['head'][0][0].cls, batch[[1, 2]] * 2)

@@ -6,8 +6,9 @@ import torch
 from mmengine.logging import print_log
 from torch import Tensor
 
-#: what one teacher pass leaves: its ``extract_feat`` levels, and the outputs its
-#: recorder captured meanwhile (module path -> one entry per call)
+#: what one teacher pass leaves: its ``extract_feat`` levels (or ``()`` when nothing
+#: needs them), and the outputs its recorder captured meanwhile (module path -> one entry
+#: per call)
 TeacherPass = Tuple[Any, Dict[str, List[Any]]]
 
 
@@ -36,6 +37,13 @@ def _check_batch_first(value: Any, batch: int, where: str) -> None:
                          'of them can be cached per image. Remove teacher_cache.')
 
 
+def _rebuild(like: Any, items) -> Any:
+    """A sequence of ``like``'s type holding ``items`` (a namedtuple takes them as
+    positional arguments, a tuple / list as one iterable)."""
+    items = list(items)
+    return type(like)(*items) if hasattr(like, '_fields') else type(like)(items)
+
+
 def _row(value: Any, i: int) -> Any:
     """Image ``i`` of a batch-first nest of tensors, ``[1, ...]`` per tensor, copied (a
     view would keep the whole batch alive)."""
@@ -43,7 +51,7 @@ def _row(value: Any, i: int) -> Any:
         return value[i:i + 1].clone()
     if isinstance(value, dict):
         return {k: _row(v, i) for k, v in value.items()}
-    return type(value)(_row(v, i) for v in value)
+    return _rebuild(value, (_row(v, i) for v in value))
 
 
 def _stack(rows: List[Any]) -> Any:
@@ -53,7 +61,7 @@ def _stack(rows: List[Any]) -> Any:
         return torch.cat(rows, dim=0)
     if isinstance(first, dict):
         return {k: _stack([r[k] for r in rows]) for k in first}
-    return type(first)(_stack(list(parts)) for parts in zip(*rows))
+    return _rebuild(first, (_stack(list(parts)) for parts in zip(*rows)))
 
 
 def _nbytes(value: Any) -> int:
