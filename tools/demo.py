@@ -339,6 +339,15 @@ def config_digest(config: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def training_recipe(config: str) -> str:
+    """``'batch 4, AdamW lr 0.002'``: what the report says about the students' training."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, config))
+    optimizer = cfg.optim_wrapper.optimizer
+    return (f'batch {cfg.train_dataloader.batch_size}, {optimizer.type} '
+            f'lr {optimizer.lr:g}')
+
+
 def class_means_options(config: str, means_file: str) -> List[str]:
     """Point every loss of ``config`` that reads class means (ND) at ``means_file``."""
     from mmengine.config import Config
@@ -373,7 +382,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     det = args.detector
     preset = QUICK if args.quick else FULL
     size = dict(preset[det], seeds=tuple(args.seeds or preset['seeds']),
-                num_train=preset['num_train'], num_val=preset['num_val'])
+                num_train=preset['num_train'], num_val=preset['num_val'],
+                student_recipe=training_recipe(STUDENT_CFG.format(det=det)))
     for key in ('teacher_iters', 'student_iters'):
         if getattr(args, key):
             size[key] = getattr(args, key)

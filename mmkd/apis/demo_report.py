@@ -150,10 +150,11 @@ def markdown_report(results: Sequence[RunResult], detector: str, size: dict,
     machine = (f'{platform.processor() or platform.machine()}, the teacher alone with {jobs} '
                f'torch thread(s), then {jobs} run(s) side by side with one torch thread each, '
                f'{"CUDA" if torch.cuda.is_available() else "CPU only"}')
+    recipe = f' ({size["student_recipe"]})' if size.get('student_recipe') else ''
     return '\n'.join([
         f'# mmkd demo: {detector} on the generated data', '',
         f'COCO box AP (%) on {size["num_val"]} generated validation images; students trained '
-        f'{size["student_iters"]} iterations (batch 8) with seeds {list(size["seeds"])}, '
+        f'{size["student_iters"]} iterations{recipe} with seeds {list(size["seeds"])}, '
         f'the teacher {size["teacher_iters"]}. Mean ± standard deviation over seeds. '
         '"vs student" = AP gain over the student alone; "vs base" = AP gain over the run '
         'named in "base", with the seed spreads (std) of the run and of its base; '

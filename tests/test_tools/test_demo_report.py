@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from mmkd.apis.demo_report import (RunResult, format_table, markdown_table, plot_results,
-                                   read_run, summary_rows)
+from mmkd.apis.demo_report import (RunResult, format_table, markdown_report, markdown_table,
+                                   plot_results, read_run, summary_rows)
 
 
 def write_scalars(work_dir, losses, metrics):
@@ -75,6 +75,22 @@ def test_demo_has_every_config_for_both_detectors():
     for det in ('retinanet', 'faster_rcnn'):
         for template in [demo.TEACHER_CFG, demo.STUDENT_CFG, *demo.METHOD_CFGS.values()]:
             assert osp.isfile(osp.join(REPO, template.format(det=det))), (det, template)
+
+
+def test_report_states_each_detector_students_batch_and_optimizer():
+    """The report's header reads the students' recipe off their config: the CPU RetinaNet
+    trains with AdamW at batch 4, the CPU Faster R-CNN with SGD at batch 8."""
+    from helpers import load_tool
+    demo = load_tool('demo')
+    recipes = {det: demo.training_recipe(demo.STUDENT_CFG.format(det=det))
+               for det in ('retinanet', 'faster_rcnn')}
+    assert recipes == dict(retinanet='batch 4, AdamW lr 0.002',
+                           faster_rcnn='batch 8, SGD lr 0.01')
+    size = dict(num_val=150, student_iters=400, teacher_iters=1600, seeds=(0, 1),
+                student_recipe=recipes['retinanet'])
+    text = markdown_report([run('teacher', 0, 0.4), run('student alone', 0, 0.1),
+                            run('student alone', 1, 0.12)], 'retinanet', size, 30.0, 'p.png')
+    assert 'students trained 400 iterations (batch 4, AdamW lr 0.002) with seeds [0, 1]' in text
 
 
 def test_gain_over_the_base_is_real_only_beyond_both_spreads():
