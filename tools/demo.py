@@ -7,7 +7,7 @@ next to its base (KD++ against KD, LSH against L2, ...), the gain over that base
 whether it exceeds the seed spread of both. It also writes the table as Markdown and a
 plot of the mAPs and training-loss curves.
 
-    python tools/demo.py                          # RetinaNet (~75 min on 2 CPU cores)
+    python tools/demo.py                          # RetinaNet (~36 min on 2 CPU cores)
     python tools/demo.py --detector faster_rcnn   # Faster R-CNN (not timed with these rows)
     python tools/demo.py --quick                  # a smoke version (a few minutes)
 
@@ -82,9 +82,9 @@ NOTES = {  # method key -> what the table's reader must know about that row
 
 # Per detector: the teacher's iterations (configs/synthetic/*_teacher_synth.py) and the
 # students' (every student row: alone and distilled).
-# RetinaNet (P2-P5), measured on 2 cores (2026-12-07, docs/results.md): the teacher 21 min
-# (one thread, other work on the second core), then 10 rows x 3 seeds of 400 iterations,
-# two side by side, 54 min (a run 140-370 s on one core): over the 30-minute goal.
+# RetinaNet (P2-P5), measured on 2 cores (2026-12-08, docs/results.md): from empty, 36 min:
+# the teacher 9 min on both cores, then 10 rows x 3 seeds of 400 iterations (batch 4,
+# AdamW: the student config), two side by side, 27 min (a run 62-191 s).
 FULL = dict(retinanet=dict(teacher_iters=1600, student_iters=400),
             faster_rcnn=dict(teacher_iters=2400, student_iters=400),
             seeds=(0, 1, 2), num_train=600, num_val=150)
