@@ -8,7 +8,7 @@ whether it exceeds the seed spread of both. It also writes the table as Markdown
 plot of the mAPs and training-loss curves.
 
     python tools/demo.py                          # RetinaNet (~36 min on 2 CPU cores)
-    python tools/demo.py --detector faster_rcnn   # Faster R-CNN (not timed with these rows)
+    python tools/demo.py --detector faster_rcnn   # Faster R-CNN (~90 min; --seeds 0: ~40)
     python tools/demo.py --quick                  # a smoke version (a few minutes)
 
 The teacher trains first, alone, with one torch thread per core; then the student runs
