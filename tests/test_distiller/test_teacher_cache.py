@@ -135,10 +135,12 @@ def test_the_key_tells_images_apart_by_every_byte_and_by_shape():
 def test_bad_cache_configs_and_non_per_image_outputs_say_what_to_fix():
     with pytest.raises(ValueError, match='max_mib must be a positive'):
         build_teacher_cache(dict(max_mib=0))
-    with pytest.raises(ValueError, match="unknown option.*'size'"):
+    with pytest.raises(ValueError, match="unknown option.*'size'.*max_mib and dir"):
         build_teacher_cache(dict(size=3))
     with pytest.raises(ValueError, match='must be None, True or a dict'):
         build_teacher_cache('yes')
+    with pytest.raises(ValueError, match='dir must be a directory path'):
+        build_teacher_cache(dict(dir=''))
     assert build_teacher_cache(None) is None
     assert isinstance(build_teacher_cache(True), TeacherOutputCache)
     cache = TeacherOutputCache(max_mib=1)
@@ -169,3 +171,64 @@ def test_nested_outputs_keep_their_types_namedtuples_included():
     torch.testing.assert_close(feats[1]['t'], batch[[1, 2]] - 1)
     assert isinstance(records['head'][0][0], Pair)
     torch.testing.assert_close(records['head'][0][0].cls, batch[[1, 2]] * 2)
+
+
+def test_runs_sharing_a_cache_dir_read_each_others_teacher_outputs_bit_for_bit(
+        teachers, class_means, tmp_path):
+    """The second run (a fresh distiller, as a new process would build) never runs the
+    teacher on the images the first one wrote, and gets the same losses, bit for bit; a
+    run whose teacher differs (other weights) or records other outputs shares nothing."""
+    shared = dict(max_mib=64, dir=str(tmp_path / 'teacher_cache'))
+    first = build(RETINA['fitnet'], teachers['retina'], class_means, shared)
+    second = build(RETINA['fitnet'], teachers['retina'], class_means, shared)
+    second.load_state_dict(first.state_dict())
+    runs = count_teacher_images(second)
+    for images in ([0, 1], [2, 1]):
+        inputs, samples = batch_of(first, images)
+        expected = distill_losses(first, inputs, copy.deepcopy(samples))
+        runs.clear()
+        got = distill_losses(second, inputs, copy.deepcopy(samples))
+        assert runs == [], images
+        assert set(got) == set(expected)
+        for name, value in expected.items():
+            assert torch.equal(got[name], value), name
+    assert (first.teacher_cache.hits, first.teacher_cache.misses) == (1, 3)
+    assert (second.teacher_cache.hits, second.teacher_cache.disk_hits) == (4, 3)
+    assert 'of them from' in second.teacher_cache.stats()
+    namespace = first.teacher_cache.namespace
+    assert len(list((tmp_path / 'teacher_cache' / namespace).glob('*.pt'))) == 3
+    assert second.teacher_cache.namespace == namespace
+
+    other_teacher = build(RETINA['fitnet'], teachers['retina'], class_means, shared)
+    with torch.no_grad():
+        next(iter(other_teacher.teacher.parameters())).add_(1e-3)
+    other_outputs = build(RETINA['kd++'], teachers['retina'], class_means, shared)
+    for model in (other_teacher, other_outputs):
+        inputs, samples = batch_of(model, [0, 1])
+        distill_losses(model, inputs, samples)
+        assert model.teacher_cache.namespace != namespace
+        assert (model.teacher_cache.hits, model.teacher_cache.misses) == (0, 2)
+
+
+def test_an_unreadable_cache_file_is_computed_again_and_rewritten(teachers, class_means,
+                                                                  tmp_path):
+    shared = dict(max_mib=64, dir=str(tmp_path))
+    first = build(RETINA['fitnet'], teachers['retina'], class_means, shared)
+    inputs, samples = batch_of(first, [0, 1])
+    expected = distill_losses(first, inputs, copy.deepcopy(samples))
+    files = sorted((tmp_path / first.teacher_cache.namespace).glob('*.pt'))
+    files[0].write_bytes(files[0].read_bytes()[:100])  # a truncated write
+    second = build(RETINA['fitnet'], teachers['retina'], class_means, shared)
+    second.load_state_dict(first.state_dict())
+    runs = count_teacher_images(second)
+    got = distill_losses(second, inputs, copy.deepcopy(samples))
+    assert runs == [1] and second.teacher_cache.disk_hits == 1
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-5, atol=1e-6)
+    assert all(TeacherOutputCache.key(image) in second.teacher_cache.entries
+               for image in inputs)
+    assert len(list((tmp_path / first.teacher_cache.namespace).glob('*.tmp'))) == 0
+    third = build(RETINA['fitnet'], teachers['retina'], class_means, shared)
+    third.load_state_dict(first.state_dict())
+    distill_losses(third, inputs, copy.deepcopy(samples))
+    assert third.teacher_cache.disk_hits == 2  # the rewritten file reads now

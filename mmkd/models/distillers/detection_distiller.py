@@ -1,4 +1,5 @@
 """Distillation between two MMDetection detectors (Faster R-CNN, RetinaNet, ...)."""
+import hashlib
 from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
@@ -90,7 +91,10 @@ class DetectionDistiller(BaseDistiller):
             of its backbone, neck and dense head; its FPN levels too when its RoI head
             runs) and answers images it has seen before from memory — for CPU training
             on small data, where the same augmented image comes back many times
-            (:class:`~.teacher_cache.TeacherOutputCache`). Off by default.
+            (:class:`~.teacher_cache.TeacherOutputCache`). Off by default. With
+            ``dir=PATH`` the outputs are also written there, under
+            :meth:`teacher_namespace`, and runs that share the teacher read each
+            other's (the demo's methods and seeds).
         **kwargs: the arguments of :class:`BaseDistiller`.
     """
 
@@ -223,10 +227,30 @@ class DetectionDistiller(BaseDistiller):
         return (feats if self._teacher_runs_roi_head else ()), \
             self.teacher_recorder.snapshot()
 
+    def teacher_namespace(self) -> str:
+        """A digest of what the teacher's image pass depends on besides the image: the
+        teacher's architecture and weights (after ``teacher_ckpt`` is loaded), the input
+        renormalisation, the teacher's precision and the recorded outputs. Runs whose
+        digests match may share teacher outputs (``teacher_cache.dir``)."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(repr((type(self.teacher).__name__, str(self.teacher),
+                            sorted(self.teacher_paths), self._teacher_runs_roi_head,
+                            self.teacher_precision.name)).encode())
+        tensors = list(self.teacher.state_dict().items()) + [
+            ('teacher_input.' + name, buffer)
+            for name, buffer in self.teacher_input.named_buffers()]
+        for name, tensor in tensors:
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(repr((name, tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def _run_teacher(self, step: DistillStep) -> None:
         if self.teacher_cache is None:
             feats, _ = self._teacher_image_pass(step.inputs)
         else:
+            if self.teacher_cache.dir is not None and self.teacher_cache.namespace is None:
+                self.teacher_cache.bind(self.teacher_namespace())
             feats, records = self.teacher_cache(step.inputs, self._teacher_image_pass)
             self.teacher_recorder.restore(records)
         if self._teacher_runs_roi_head:

@@ -1,5 +1,8 @@
 """Reusing the frozen teacher's outputs for images it has already seen (opt-in, CPU)."""
 import hashlib
+import logging
+import os
+import os.path as osp
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -95,22 +98,43 @@ class TeacherOutputCache:
     CPU-sized configs), and refuses inputs on a GPU, where reading them back would
     synchronise every step and the teacher's forward is cheap anyway.
 
+    On disk (``dir``): every image the teacher runs on is also written to
+    ``dir/<namespace>/<key>.pt``, and an image missing from memory is looked up there
+    before the teacher runs, so that runs which share a teacher (a method's seeds, and the
+    methods that record the same teacher outputs) compute each image once between them.
+    The ``namespace`` (:meth:`bind`, set by the distiller) is a digest of everything
+    besides the image that the outputs depend on: the teacher's weights and architecture,
+    its input normalisation and precision, and which outputs are recorded. A file is
+    written under a temporary name and renamed, so a run that reads it while another
+    writes it sees the whole file or none; a file that cannot be read is computed again.
+
     Args:
         max_mib (float): memory the cached outputs may take; images beyond it are run
-            through the teacher every time they come (nothing is evicted).
+            through the teacher (or read from ``dir``) every time they come (nothing is
+            evicted).
+        dir (str, optional): a directory shared by the runs that may reuse each other's
+            teacher outputs. Off by default (memory only).
     """
 
-    def __init__(self, max_mib: float = 1024.0) -> None:
+    def __init__(self, max_mib: float = 1024.0, dir: Optional[str] = None) -> None:
         if not isinstance(max_mib, (int, float)) or isinstance(max_mib, bool) \
                 or max_mib <= 0:
             raise ValueError(f'teacher_cache.max_mib must be a positive number of MiB, '
                              f'got {max_mib!r}')
+        if dir is not None and (not isinstance(dir, str) or not dir):
+            raise ValueError(f'teacher_cache.dir must be a directory path, got {dir!r}')
         self.max_bytes = int(max_mib * 2**20)
+        self.dir = dir
+        #: what the outputs depend on besides the image (:meth:`bind`); needed with ``dir``
+        self.namespace: Optional[str] = None
         self.bytes = 0
         self.entries: Dict[bytes, TeacherPass] = {}
         #: images answered from the cache / run through the teacher, since construction
         self.hits = 0
         self.misses = 0
+        #: of the hits, the images read from ``dir`` (computed by another run)
+        self.disk_hits = 0
+        self._read_failed = False
         #: the log gets :meth:`stats` each time this many more images were seen
         self.report_every = 1000
         self._next_report = self.report_every
@@ -123,6 +147,45 @@ class TeacherOutputCache:
         digest.update(repr((tuple(image.shape), str(image.dtype))).encode())
         return digest.digest()
 
+    def bind(self, namespace: str) -> None:
+        """Set the digest of what the teacher outputs depend on besides the image (the
+        distiller's :meth:`teacher_namespace`); entries on disk are kept under it."""
+        self.namespace = namespace
+
+    def _path(self, key: bytes) -> str:
+        if self.namespace is None:
+            raise RuntimeError('teacher_cache.dir is set but the cache was not bound to '
+                               'a teacher (TeacherOutputCache.bind): mmkd bug')
+        return osp.join(self.dir, self.namespace, key.hex() + '.pt')
+
+    def _read(self, key: bytes) -> Optional[TeacherPass]:
+        path = self._path(key)
+        if not osp.isfile(path):
+            return None
+        try:
+            feats, records = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as error:  # a truncated or foreign file: computed again
+            if not self._read_failed:
+                self._read_failed = True
+                print_log(f'mmkd: teacher cache: cannot read {path} ({error}); the '
+                          'teacher runs on such images again and rewrites them',
+                          logger='current', level=logging.WARNING)
+            return None
+        return feats, records
+
+    def _write(self, key: bytes, entry: TeacherPass) -> None:
+        path = self._path(key)
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        tmp = f'{path}.{os.getpid()}.tmp'
+        torch.save(entry, tmp)
+        os.replace(tmp, path)
+
+    def _keep(self, key: bytes, entry: TeacherPass) -> None:
+        size = _nbytes(entry)
+        if self.bytes + size <= self.max_bytes:
+            self.entries[key] = entry
+            self.bytes += size
+
     def __call__(self, inputs: Tensor,
                  run_teacher: Callable[[Tensor], TeacherPass]) -> TeacherPass:
         """The teacher pass of ``inputs`` ``[B, 3, H, W]``: ``run_teacher(sub_batch)``
@@ -134,13 +197,23 @@ class TeacherOutputCache:
                 'digesting them would synchronise the device every step. Remove '
                 'teacher_cache from the distiller config for GPU runs.')
         keys = [self.key(image) for image in inputs]
-        todo = [i for i, key in enumerate(keys) if key not in self.entries]
+        known: Dict[int, TeacherPass] = {}
+        for i, key in enumerate(keys):
+            entry = self.entries.get(key)
+            if entry is None and self.dir is not None:
+                entry = self._read(key)
+                if entry is not None:
+                    self.disk_hits += 1
+                    if key not in self.entries:
+                        self._keep(key, entry)
+            if entry is not None:
+                known[i] = entry
+        todo = [i for i in range(len(keys)) if i not in known]
         self.hits += len(keys) - len(todo)
         self.misses += len(todo)
         if self.hits + self.misses >= self._next_report:
             self._next_report += self.report_every
             print_log(f'mmkd: {self.stats()}', logger='current')
-        fresh: Dict[int, TeacherPass] = {}
         if todo:
             index = torch.tensor(todo, dtype=torch.long)
             sub = inputs if len(todo) == len(keys) else inputs.index_select(0, index)
@@ -148,14 +221,13 @@ class TeacherOutputCache:
             for where, value in [('extract_feat', feats)] + list(records.items()):
                 _check_batch_first(value, len(todo), where)
             for j, i in enumerate(todo):
-                fresh[i] = (_row(feats, j), {p: [_row(call, j) for call in calls]
+                known[i] = (_row(feats, j), {p: [_row(call, j) for call in calls]
                                              for p, calls in records.items()})
                 if keys[i] not in self.entries:  # an image twice in one batch: once
-                    size = _nbytes(fresh[i])
-                    if self.bytes + size <= self.max_bytes:
-                        self.entries[keys[i]] = fresh[i]
-                        self.bytes += size
-        rows = [fresh[i] if i in fresh else self.entries[key] for i, key in enumerate(keys)]
+                    self._keep(keys[i], known[i])
+                    if self.dir is not None:
+                        self._write(keys[i], known[i])
+        rows = [known[i] for i in range(len(keys))]
         feats = _stack([row[0] for row in rows])
         records = {path: [_stack([row[1][path][c] for row in rows])
                           for c in range(len(rows[0][1][path]))] for path in rows[0][1]}
@@ -165,8 +237,9 @@ class TeacherOutputCache:
         seen = self.hits + self.misses
         if not seen:
             return None
+        disk = f', {self.disk_hits} of them from {self.dir}' if self.dir else ''
         return (f'teacher cache: {self.hits}/{seen} images answered from the cache '
-                f'({100 * self.hits / seen:.0f} %), {len(self.entries)} kept in '
+                f'({100 * self.hits / seen:.0f} %{disk}), {len(self.entries)} kept in '
                 f'{self.bytes / 2**20:.0f} MiB')
 
 
@@ -178,8 +251,9 @@ def build_teacher_cache(cfg: Union[dict, bool, None]) -> Optional[TeacherOutputC
         return TeacherOutputCache()
     if not isinstance(cfg, dict):
         raise ValueError(f'teacher_cache must be None, True or a dict such as '
-                         f'dict(max_mib=1024), got {cfg!r}')
-    unknown = sorted(set(cfg) - {'max_mib'})
+                         f'dict(max_mib=1024, dir=None), got {cfg!r}')
+    unknown = sorted(set(cfg) - {'max_mib', 'dir'})
     if unknown:
-        raise ValueError(f'teacher_cache: unknown option(s) {unknown}; it takes max_mib')
+        raise ValueError(f'teacher_cache: unknown option(s) {unknown}; it takes max_mib '
+                         'and dir')
     return TeacherOutputCache(**cfg)
