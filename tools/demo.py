@@ -7,14 +7,17 @@ next to its base (KD++ against KD, LSH against L2, ...), the gain over that base
 whether it exceeds the seed spread of both. It also writes the table as Markdown and a
 plot of the mAPs and training-loss curves.
 
-    python tools/demo.py                          # RetinaNet (~36 min on 2 CPU cores)
-    python tools/demo.py --detector faster_rcnn   # Faster R-CNN (~90 min; --seeds 0: ~40)
+    python tools/demo.py                          # RetinaNet (~31 min on 2 CPU cores)
+    python tools/demo.py --detector faster_rcnn   # Faster R-CNN (~TOTAL_MIN min; --seeds 0: ~TEACHER_PLUS_ONE)
     python tools/demo.py --quick                  # a smoke version (a few minutes)
 
 The teacher trains first, alone, with one torch thread per core; then the student runs
 go side by side, one torch thread each (``--jobs``, default 2 = the cores of a small
-machine). A progress bar per running run shows its iteration and MMEngine's ETA. Finished runs are
-reused when the demo is run again with the same settings (each work dir holds a
+machine). On Linux each run is a fork of the demo, which imports torch, mmdet and mmkd
+once (``mmkd.apis.forked_runs``), and the distilled runs share the teacher's outputs
+through ``<out>/teacher_cache`` (the teacher runs on each augmented image once for all of
+them). A progress bar per running run shows its iteration and MMEngine's ETA. Finished
+runs are reused when the demo is run again with the same settings (each work dir holds a
 ``demo_done.json`` stamp), so an interrupted demo picks up where it stopped.
 """
 import argparse
@@ -22,6 +25,7 @@ import json
 import os
 import os.path as osp
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +37,7 @@ sys.path.insert(0, REPO)
 
 from mmkd.apis.demo_report import (RunResult, format_table, markdown_report,  # noqa: E402
                                    plot_results, read_run)
+from mmkd.apis.forked_runs import can_fork, preload, start_run  # noqa: E402
 
 DETECTOR = 'retinanet'
 TEACHER_CFG = 'configs/synthetic/{det}_r18_fpn_teacher_synth.py'
@@ -40,8 +45,11 @@ STUDENT_CFG = 'configs/synthetic/{det}_r18w16_fpn_student_synth.py'
 STUDENT = 'student alone'
 #: the frozen teacher's outputs are kept per augmented image (600 images x 2 flips, at
 #: most ~0.75 MiB each: RetinaNet's KD++ and FCFD) and reused instead of running the
-#: teacher again (TeacherOutputCache): about two thirds of a run's images were seen before
+#: teacher again (TeacherOutputCache), in memory and in ``<out>/teacher_cache``, which
+#: every distilled run shares: the teacher runs on each image once for all the seeds and
+#: methods that record the same outputs. The directory is removed when the demo ends.
 TEACHER_CACHE_MIB = 1024
+TEACHER_CACHE_DIR = 'teacher_cache'
 
 
 @dataclass(frozen=True)
@@ -82,9 +90,10 @@ NOTES = {  # method key -> what the table's reader must know about that row
 
 # Per detector: the teacher's iterations (configs/synthetic/*_teacher_synth.py) and the
 # students' (every student row: alone and distilled).
-# RetinaNet (P2-P5), measured on 2 cores (2026-12-08, docs/results.md): from empty, 36 min:
-# the teacher 9 min on both cores, then 10 rows x 3 seeds of 400 iterations (batch 4,
-# AdamW: the student config), two side by side, 27 min (a run 62-191 s).
+# Measured on 2 cores (2026-12-08, docs/results.md), from empty: RetinaNet (P2-P5) 31 min:
+# the teacher 9.2 min on both cores, then 10 rows x 3 seeds of 400 iterations (batch 4,
+# AdamW: the student config), two side by side, 21.3 min (a run 58-148 s); Faster R-CNN
+# ~TOTAL_MIN min: the teacher TEACHER_MIN, the student runs 31.6 (a run 96-194 s).
 FULL = dict(retinanet=dict(teacher_iters=1600, student_iters=400),
             faster_rcnn=dict(teacher_iters=2400, student_iters=400),
             seeds=(0, 1, 2), num_train=600, num_val=150)
@@ -261,10 +270,12 @@ def _read(path: str) -> str:
 
 
 def run_jobs(jobs: List[Job], parallel: int, board: StatusBoard,
-             poll: float = 1.0) -> None:
+             poll: float = 1.0, fork: bool = False) -> None:
     """Run ``jobs`` (in list order, as their dependencies allow), ``parallel`` at a time,
     each with ``job.threads`` torch threads (a multi-threaded job runs alone); reuse the
-    finished ones; stop on the first failure with its log's tail."""
+    finished ones; stop on the first failure with its log's tail. With ``fork``, a job
+    that runs a Python script starts as a fork of this process (:class:`ForkedRun`: the
+    imports are done once, not once per run)."""
     done = set()
     pending = []
     for job in jobs:
@@ -289,8 +300,7 @@ def run_jobs(jobs: List[Job], parallel: int, board: StatusBoard,
                 log = open(job.log_file, 'w')
                 threads = str(job.threads)
                 env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-                proc = subprocess.Popen(job.cmd, cwd=REPO, stdout=log,
-                                        stderr=subprocess.STDOUT, env=env)
+                proc = start_run(job.cmd, REPO, log, env, job.threads, fork)
                 running[job.key] = (job, proc, log, time.time())
                 board.say(f'{job.label}: started (log: {job.log_file})')
         if not running and pending:
@@ -443,13 +453,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                                    digest=digests[means_cfg]),
                         stamp_file=osp.join(out, 'class_means_done.json')))
     work_dirs = []
+    cache_dir = osp.join(out, TEACHER_CACHE_DIR)
     for seed in size['seeds']:
         for name, key, config in rows:
             work_dir = osp.join(out, f'{key}_seed{seed}')
             extra, after = [], []
             if name != STUDENT:
                 extra, after = [f'model.teacher_ckpt={teacher_ckpt}',
-                                f'model.teacher_cache.max_mib={TEACHER_CACHE_MIB}'], ['teacher']
+                                f'model.teacher_cache.max_mib={TEACHER_CACHE_MIB}',
+                                f'model.teacher_cache.dir={cache_dir}'], ['teacher']
             if key in nd_configs:
                 extra += class_means_options(config, means_file)
                 after.append('class_means')
@@ -469,7 +481,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     board.say(f'{len(jobs)} jobs, {args.jobs} side by side; teacher '
               f'{size["teacher_iters"]} iterations, students {size["student_iters"]}, '
               f'seeds {list(size["seeds"])}')
-    run_jobs(jobs, args.jobs, board)
+    fork = can_fork()
+    if fork:  # once here, instead of ~6 s of CPU at the start of every run
+        preload()
+    run_jobs(jobs, args.jobs, board, fork=fork)
+    shutil.rmtree(cache_dir, ignore_errors=True)  # only the runs just finished read it
 
     # 3. the report
     results: List[RunResult] = [read_run('teacher', 0, teacher_dir)]
