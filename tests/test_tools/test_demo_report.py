@@ -78,14 +78,18 @@ def test_demo_has_every_config_for_both_detectors():
 
 
 def test_report_states_each_detector_students_batch_and_optimizer():
-    """The report's header reads the students' recipe off their config: the CPU RetinaNet
-    trains with AdamW at batch 4, the CPU Faster R-CNN with SGD at batch 8."""
+    """The report's header reads the students' recipe off their config: the CPU students
+    of both detectors train with AdamW at batch 4 (the teachers differ), and a change of
+    the config shows in the report."""
     from helpers import load_tool
     demo = load_tool('demo')
     recipes = {det: demo.training_recipe(demo.STUDENT_CFG.format(det=det))
                for det in ('retinanet', 'faster_rcnn')}
     assert recipes == dict(retinanet='batch 4, AdamW lr 0.002',
-                           faster_rcnn='batch 8, SGD lr 0.01')
+                           faster_rcnn='batch 4, AdamW lr 0.002')
+    assert demo.training_recipe(demo.TEACHER_CFG.format(det='faster_rcnn')) == \
+        'batch 8, SGD lr 0.01'
+
     size = dict(num_val=150, student_iters=400, teacher_iters=1600, seeds=(0, 1),
                 student_recipe=recipes['retinanet'])
     text = markdown_report([run('teacher', 0, 0.4), run('student alone', 0, 0.1),

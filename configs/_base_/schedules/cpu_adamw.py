@@ -1,6 +1,7 @@
 # The CPU RetinaNet's schedule on the generated data, teacher and students alike:
 # cpu_iters.py (1200 iterations, warm-up, LR drops at 75 % and 90 %, gradient clipping)
-# with AdamW instead of SGD (the Faster R-CNN CPU configs keep SGD).
+# with AdamW instead of SGD: the RetinaNet teacher and the students of both detectors (the
+# Faster R-CNN teacher keeps SGD at batch 8).
 #
 # Why (measured on the generated data, 600-iteration runs, seed 0, COCO box AP on the 150
 # validation images): RetinaNet finds the objects early but learns their classes slowly.
@@ -19,5 +20,6 @@
 # keeps the student alone at 6.8 AP (SGD lr 0.01 at batch 8: 6.7-6.9) at half the compute,
 # where SGD at batch 4 loses it (lr 0.005 / 0.01 / 0.02: 2.6 / 3.1 / 3.4 AP; FitNet 13.8 /
 # 15.9 / 18.4, AdamW 19.7). Halving the iterations instead (batch 8, 200) gives 1.6 / 10.1.
+# The Faster R-CNN students gain from it too (faster_rcnn_r18w16_fpn_student_synth.py).
 _base_ = ['./cpu_iters.py']
 optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=0.002, weight_decay=0.05))
