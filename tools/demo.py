@@ -8,7 +8,7 @@ whether it exceeds the seed spread of both. It also writes the table as Markdown
 plot of the mAPs and training-loss curves.
 
     python tools/demo.py                          # RetinaNet (~31 min on 2 CPU cores)
-    python tools/demo.py --detector faster_rcnn   # Faster R-CNN (~TOTAL_MIN min; --seeds 0: ~TEACHER_PLUS_ONE)
+    python tools/demo.py --detector faster_rcnn   # Faster R-CNN (~53 min; --seeds 0: ~32)
     python tools/demo.py --quick                  # a smoke version (a few minutes)
 
 The teacher trains first, alone, with one torch thread per core; then the student runs
@@ -93,7 +93,7 @@ NOTES = {  # method key -> what the table's reader must know about that row
 # Measured on 2 cores (2026-12-08, docs/results.md), from empty: RetinaNet (P2-P5) 31 min:
 # the teacher 9.2 min on both cores, then 10 rows x 3 seeds of 400 iterations (batch 4,
 # AdamW: the student config), two side by side, 21.3 min (a run 58-148 s); Faster R-CNN
-# ~TOTAL_MIN min: the teacher TEACHER_MIN, the student runs 31.6 (a run 96-194 s).
+# ~53 min: the teacher 21.2, the student runs 31.6 (a run 96-194 s).
 FULL = dict(retinanet=dict(teacher_iters=1600, student_iters=400),
             faster_rcnn=dict(teacher_iters=2400, student_iters=400),
             seeds=(0, 1, 2), num_train=600, num_val=150)
