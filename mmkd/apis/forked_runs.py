@@ -30,6 +30,11 @@ PRELOAD = ('mmkd', 'mmengine.runner', 'mmdet.datasets', 'mmdet.engine', 'mmdet.e
            'mmdet.models', 'mmdet.visualization')
 
 
+def runs_python_script(cmd: List[str]) -> bool:
+    """Whether ``cmd`` is ``[sys.executable, SCRIPT.py, ...]``, what a fork can run."""
+    return len(cmd) >= 2 and cmd[0] == sys.executable and cmd[1].endswith('.py')
+
+
 def can_fork() -> bool:
     """Whether :class:`ForkedRun` may be used on this platform (Linux)."""
     return sys.platform.startswith('linux') and hasattr(os, 'fork')
@@ -55,7 +60,7 @@ class ForkedRun:
 
     def __init__(self, cmd: List[str], cwd: str, log: IO, env: Dict[str, str],
                  threads: int = 1) -> None:
-        if len(cmd) < 2 or cmd[0] != sys.executable or not cmd[1].endswith('.py'):
+        if not runs_python_script(cmd):
             raise ValueError(f'ForkedRun runs [sys.executable, SCRIPT.py, ...], got {cmd}')
         sys.stdout.flush()
         sys.stderr.flush()
@@ -127,6 +132,6 @@ def start_run(cmd: List[str], cwd: str, log: IO, env: Dict[str, str], threads: i
               fork: bool) -> Union[ForkedRun, subprocess.Popen]:
     """``cmd`` as a :class:`ForkedRun` when ``fork`` is set and ``cmd`` runs a Python
     script with this interpreter, else as a new process (``subprocess.Popen``)."""
-    if fork and len(cmd) >= 2 and cmd[0] == sys.executable and cmd[1].endswith('.py'):
+    if fork and runs_python_script(cmd):
         return ForkedRun(cmd, cwd, log, env, threads)
     return subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)

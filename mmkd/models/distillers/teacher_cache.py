@@ -204,8 +204,7 @@ class TeacherOutputCache:
                 entry = self._read(key)
                 if entry is not None:
                     self.disk_hits += 1
-                    if key not in self.entries:
-                        self._keep(key, entry)
+                    self._keep(key, entry)
             if entry is not None:
                 known[i] = entry
         todo = [i for i in range(len(keys)) if i not in known]
